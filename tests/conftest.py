@@ -1,0 +1,7 @@
+"""Fixtures shared by the whole suite live in tests/fixtures/, one module per real part."""
+
+pytest_plugins = [
+    "tests.fixtures.processes",
+    "tests.fixtures.simulator",
+    "tests.fixtures.influx_servers",
+]
