@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--port", type=int, default=8443)
     simulate.add_argument("--control-port", type=int, default=0, help="extra port serving only /_sim/")
     simulate.add_argument("--flavour", choices=["pw3", "pw2"], default="pw3")
-    simulate.add_argument("--customer-password", help="default: the last 5 characters of the gateway password")
+    simulate.add_argument("--customer-password", help="default: the gateway password's last 5 characters")
     simulate.add_argument("--gateway-password", default="SIMGATEWAY")
     simulate.add_argument("--site-name", default="Simulated Home")
     simulate.add_argument("--powerwalls", type=int, default=1)
