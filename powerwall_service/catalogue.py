@@ -120,7 +120,7 @@ SITE_METRICS: tuple[Metric[Snapshot], ...] = (
         "%",
         "battery",
         "measurement",
-        "State of charge as the Tesla app shows it (the raw value rescaled above the 5 % reserve).",
+        "State of charge as the Tesla app shows it (rescaled to hide the gateway's 5 % reserve).",
         lambda s: s.battery_percentage_app,
     ),
     _power("site_power_w", "Grid power: positive = importing, negative = exporting.", "site_power_w"),
