@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo", help="run the simulator and the service against it, with the local store only"
     )
+    _add_env_file(demo)
     demo.add_argument("--port", type=int, default=8000, help="API port")
     return parser
 
@@ -91,6 +92,14 @@ def _run_configured(args: argparse.Namespace) -> int:
         return run_poll(
             settings, pretty=args.pretty, push=not args.no_push, include_snapshot=args.include_snapshot
         )
+    if args.command == "serve":
+        from powerwall_service.serve_command import run_serve
+
+        return run_serve(settings, host=args.host, port=args.port, reload=args.reload)
+    if args.command == "demo":
+        from powerwall_service.demo import run_demo
+
+        return run_demo(settings, api_port=args.port)
     raise SystemExit(f"unknown command {args.command}")
 
 
