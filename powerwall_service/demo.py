@@ -18,7 +18,7 @@ import time
 from powerwall_service.config import Settings
 from powerwall_service.serve_command import run_serve
 
-GATEWAY_PASSWORD = "SIMGATEWAY"
+GATEWAY_PASSWORD = "SIMGATEWAY"  # noqa: S105 - the simulator's own, not a user's secret
 CUSTOMER_PASSWORD = GATEWAY_PASSWORD[-5:]
 STARTUP_TIMEOUT_S = 30.0
 
