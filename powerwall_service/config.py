@@ -412,10 +412,6 @@ def parse_settings(values: Mapping[str, str | None]) -> Settings:
 
 def _check_together(settings: Settings) -> None:
     """Rules that involve more than one key."""
-    if settings.pw_customer_password is None and settings.pw_gateway_password is None:
-        raise ConfigError(
-            "PW_CUSTOMER_PASSWORD or PW_GATEWAY_PASSWORD must be set (no credentials for the gateway)"
-        )
     if settings.influx_url is not None:
         if settings.influx_api == "v2":
             if settings.influx_token is None:
@@ -447,6 +443,18 @@ def load_settings(env_file: str | None) -> Settings:
         raise ConfigError(f"{source}: the env file {path} does not exist or is not a file")
     merged = {**file_values, **os.environ}
     return parse_settings(merged)
+
+
+def check_gateway_credentials(settings: Settings) -> None:
+    """Refuse to read the gateway without credentials.
+
+    Separate from loading, because `check-config` and the demo (which supplies the simulator's
+    credentials itself) must work with none configured.
+    """
+    if settings.pw_customer_password is None and settings.pw_gateway_password is None:
+        raise ConfigError(
+            "PW_CUSTOMER_PASSWORD or PW_GATEWAY_PASSWORD must be set (no credentials for the gateway)"
+        )
 
 
 def check_api_exposure(settings: Settings, host: str | None = None) -> None:
@@ -490,7 +498,7 @@ def format_value(value: object) -> str:
         return "true" if value else "false"
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return ",".join(str(item) for item in value)
     return str(value)
 
