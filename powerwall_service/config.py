@@ -172,13 +172,16 @@ class Settings:
     pw_customer_password: str | None = _key(
         None,
         "Credentials",
-        "Customer password: local mode (the gateway's web login).",
+        "Customer password: local mode (the gateway's web login; on a Powerwall 3 the last 5 "
+        "characters of the gateway password).",
         secret=True,
     )
     pw_gateway_password: str | None = _key(
         None,
         "Credentials",
-        "Gateway Wi-Fi password from the label: TEDAPI mode (needed alone for a Powerwall 3).",
+        "Gateway password from the label. Alone: full TEDAPI mode (over the gateway's Wi-Fi, "
+        "192.168.91.1). With the customer password at 192.168.91.1: local mode plus TEDAPI for "
+        "strings and temperatures. `poll` and `serve` need at least one of the two passwords.",
         secret=True,
     )
     # Wi-Fi
@@ -420,8 +423,6 @@ def _check_together(settings: Settings) -> None:
                 raise ConfigError("INFLUX_BUCKET must be set when INFLUX_URL is set and INFLUX_API=v2")
         elif settings.influx_database is None:
             raise ConfigError("INFLUX_DATABASE must be set when INFLUX_URL is set and INFLUX_API=v1")
-    if not settings.influx_measurement.strip():
-        raise ConfigError("INFLUX_MEASUREMENT must not be blank")
     if settings.mqtt_enabled and settings.mqtt_host is None:
         raise ConfigError("MQTT_HOST must be set when MQTT_ENABLED is true")
     if settings.pw_connect_wifi and settings.pw_wifi_ssid is None:
