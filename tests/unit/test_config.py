@@ -7,6 +7,7 @@ read from config.py, so a key that config.py forgets or mistypes fails here.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from powerwall_service.config import (
     ConfigError,
     check_api_exposure,
     check_gateway_credentials,
+    key_specs,
     load_settings,
     parse_settings,
     redacted_settings,
@@ -293,8 +295,6 @@ def test_a_missing_named_env_file_is_an_error_but_no_dot_env_is_fine(
 
 
 def test_load_settings_leaves_the_environment_alone(tmp_path: Path) -> None:
-    import os
-
     env_file = tmp_path / "a.env"
     env_file.write_text("PW_GATEWAY_PASSWORD=x\nSITE_NAME=file-only\n")
     load_settings(str(env_file))
@@ -392,3 +392,8 @@ def test_env_example_documents_every_key_with_the_defaults() -> None:
     assert set(example) == set(ALL_KEYS)
     from_example = parse_settings({**example, "PW_GATEWAY_PASSWORD": "g"})
     assert from_example == parse_settings({"PW_GATEWAY_PASSWORD": "g"})
+
+
+def test_every_typed_or_checked_key_has_a_bad_value_case() -> None:
+    typed = {spec.key for spec in key_specs() if spec.check is not None or spec.kind in (int, float, bool)}
+    assert typed <= {key for key, _ in BAD_VALUES}
