@@ -399,7 +399,7 @@ def metric(name: str) -> Metric[Any]:
     raise UnknownMetricError(name)
 
 
-def unit_metric(name: str) -> Metric[PowerwallUnit]:
+def unit_metric(name: str) -> Metric[Any]:
     """A per-Powerwall field by name."""
     try:
         return _UNIT_BY_NAME[name]
