@@ -128,8 +128,9 @@ class PowerwallService:
             await self.poll_once(store=True)
             slot = max(slot + 1, math.floor((time.monotonic() - t0) / interval) + 1)
 
-    async def poll_once(self, store: bool = True) -> PollResult:
-        """Read the gateway once; keep the reading (store, sinks) unless `store` is false."""
+    async def poll_once(self, store: bool = True, publish: bool = True) -> PollResult:
+        """Read the gateway once; store the reading unless `store` is false, hand it to the sinks
+        unless `publish` is false (a live read through the API may ask for either alone)."""
         async with self._gateway_lock:
             started = time.monotonic()
             self.stats.polls += 1
@@ -150,7 +151,9 @@ class PowerwallService:
         if result.reading is not None:
             self.latest = result
             if store:
-                await self._keep(result.reading)
+                await self._keep(result.reading, publish)
+            elif publish:
+                self._fan_out(result.reading)
         return result
 
     def _count(self, result: PollResult) -> None:
@@ -163,7 +166,7 @@ class PowerwallService:
             self.stats.consecutive_failures = 0
             self.stats.last_success_time = datetime.now(UTC)
 
-    async def _keep(self, reading: Reading) -> None:
+    async def _keep(self, reading: Reading, publish: bool = True) -> None:
         """Store first, then wake the writer and hand the reading to every other sink."""
         try:
             await self.store.append(reading)
@@ -176,6 +179,10 @@ class PowerwallService:
         else:
             if self.influx is not None:
                 self.influx.notify()
+        if publish:
+            self._fan_out(reading)
+
+    def _fan_out(self, reading: Reading) -> None:
         for sink in self.sinks:
             task = asyncio.create_task(self._publish(sink, reading), name=f"sink-{sink.name}")
             self._sink_tasks.add(task)
