@@ -11,6 +11,7 @@ import json
 import logging
 import re
 import sys
+import threading
 import time
 import traceback
 from collections import OrderedDict
@@ -78,10 +79,16 @@ class RepeatFilter(logging.Filter):
         self._window = window
         self._clock = clock
         self._seen: OrderedDict[tuple[str, int, str], tuple[float, int]] = OrderedDict()
+        # Handler.handle() runs filters outside the handler's lock, from any thread.
+        self._lock = threading.Lock()
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:
             return True
+        with self._lock:
+            return self._first_in_window(record)
+
+    def _first_in_window(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         key = (record.name, record.levelno, _NUMBER.sub("#", message))
         now = self._clock()
