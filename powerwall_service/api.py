@@ -21,12 +21,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from powerwall_service import __version__
 from powerwall_service.config import redacted_settings
 from powerwall_service.health_report import health_report, reading_age_s
 from powerwall_service.history import HistoryError, HistoryQuery
+from powerwall_service.logging_setup import SecretFilter
 from powerwall_service.metrics_export import CONTENT_TYPE, quantile, render_metrics
 from powerwall_service.reading import Reading
 from powerwall_service.service import PollResult, PowerwallService
@@ -82,12 +84,29 @@ class _ServiceLifespan:
         await send({"type": "lifespan.shutdown.complete"})
 
 
+def _redacting_response(settings_secrets: tuple[str, ...]) -> type[JSONResponse]:
+    """A JSON response class that masks every configured secret, whatever text it carries.
+
+    Error texts come from the gateway, InfluxDB and the store; none should hold a secret, and
+    this makes sure none ever reaches a client even if one does.
+    """
+    secrets = SecretFilter(settings_secrets)
+
+    class RedactingJSONResponse(JSONResponse):
+        def render(self, content: Any) -> bytes:
+            return secrets.redact(super().render(content).decode()).encode()
+
+    return RedactingJSONResponse
+
+
 def create_app(service: PowerwallService) -> FastAPI:
     settings = service.settings
+    json_response = _redacting_response(settings.secrets)
     app = FastAPI(
         title="powerwall-influx",
         version=__version__,
         description="Reads a Tesla Powerwall gateway, keeps every reading, writes them to InfluxDB.",
+        default_response_class=json_response,
     )
     app.add_middleware(_ServiceLifespan, service=service)
     bearer = HTTPBearer(auto_error=False, description="API_TOKEN, required when it is set")
@@ -112,7 +131,11 @@ def create_app(service: PowerwallService) -> FastAPI:
         for error in exc.errors():
             where = ".".join(str(part) for part in error.get("loc", ()))
             reasons.append(f"{where}: {error.get('msg', 'invalid')}")
-        return JSONResponse({"detail": "; ".join(reasons) or "invalid request"}, status_code=422)
+        return json_response({"detail": "; ".join(reasons) or "invalid request"}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return json_response({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
     async def from_store(call: Callable[[], Awaitable[T]]) -> T | None:
         """A store answer, or None when the store is busy or broken: status pages must not hang."""
@@ -138,7 +161,7 @@ def create_app(service: PowerwallService) -> FastAPI:
     )
     async def health() -> JSONResponse:
         report = health_report(service)
-        return JSONResponse(report.body, status_code=200 if report.healthy else 503)
+        return json_response(report.body, status_code=200 if report.healthy else 503)
 
     @app.get(
         "/health/live",
@@ -147,7 +170,7 @@ def create_app(service: PowerwallService) -> FastAPI:
     )
     async def live() -> JSONResponse:
         running = service.loop_running
-        return JSONResponse({"alive": running}, status_code=200 if running else 503)
+        return json_response({"alive": running}, status_code=200 if running else 503)
 
     @app.get("/config", summary="The effective configuration, secrets shown as ***")
     async def config() -> dict[str, object]:
