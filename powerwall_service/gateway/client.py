@@ -184,16 +184,16 @@ class GatewayClient:
         try:
             result = await asyncio.wait_for(asyncio.wrap_future(future), deadline)
         except TimeoutError:
-            self.last_poll_requests = len(recorder.exchanges)
+            self.last_poll_requests = recorder.sent
             self._abandon(worker)
             raise PowerwallTimeoutError(
                 f"the gateway did not answer within PW_REQUEST_TIMEOUT ({deadline:g} s); "
                 "abandoned that call, the next poll starts afresh"
             ) from None
         except PowerwallError:
-            self.last_poll_requests = len(recorder.exchanges)
+            self.last_poll_requests = recorder.sent
             raise
-        self.last_poll_requests = len(recorder.exchanges)
+        self.last_poll_requests = recorder.sent
         if result.rate_limited is not None:
             self._note_rate_limit(result.rate_limited)
         return self._snapshot(result, slots)

@@ -209,7 +209,7 @@ class GatewayReader:
         if slot is Slot.SITE_NAME:
             return {"site_name": _text(pw.site_name())}
         if slot is Slot.SYSTEM_STATUS:
-            return system_status_values(pw.poll("/api/system_status"))
+            return system_status_values(pw.poll("/api/system_status"), instance.mode)
         if slot is Slot.OPERATION:
             return operation_values(pw.poll("/api/operation"))
         return device_values(pw.strings(), pw.temps(), pw.alerts())
@@ -277,6 +277,10 @@ def _number(value: object) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def _scaled(value: float | None, factor: float) -> float | None:
+    return None if value is None else value * factor
+
+
 def firmware_text(version: object) -> str | None:
     """'23.44.0 9064fc6a' -> '23.44.0' (the git hash is not the version)."""
     text = _text(version)
@@ -324,8 +328,12 @@ def grid_values(payload: object) -> tuple[str | None, int | None]:
     return mapped if mapped else (None, None)
 
 
-def system_status_values(payload: object) -> dict[str, Any]:
-    """Nominal energies and each Powerwall (keyed by serial) from /api/system_status."""
+def system_status_values(payload: object, mode: Mode) -> dict[str, Any]:
+    """Nominal energies and each Powerwall (keyed by serial) from /api/system_status.
+
+    A block's `p_out` is in W from the gateway, but in kW when pypowerwall builds it from TEDAPI.
+    """
+    p_out_scale = 1000.0 if mode == "tedapi" else 1.0
     if not isinstance(payload, dict):
         return {
             "battery_nominal_energy_remaining_wh": None,
@@ -341,7 +349,7 @@ def system_status_values(payload: object) -> dict[str, Any]:
             "part_number": _text(block.get("PackagePartNumber")),
             "nominal_energy_remaining_wh": _number(block.get("nominal_energy_remaining")),
             "nominal_full_pack_energy_wh": _number(block.get("nominal_full_pack_energy")),
-            "power_w": _number(block.get("p_out")),
+            "power_w": _scaled(_number(block.get("p_out")), p_out_scale),
             "state": _text(block.get("pinv_state")) or _text(block.get("OpSeqState")),
         }
     return {

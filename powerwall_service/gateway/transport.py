@@ -44,9 +44,10 @@ class Exchange:
 
 @dataclass
 class Recorder:
-    """The exchanges of one worker-thread call, in order."""
+    """The exchanges of one worker-thread call, in order; `sent` also counts those in flight."""
 
     exchanges: list[Exchange] = field(default_factory=list)
+    sent: int = 0
 
 
 _local = threading.local()
@@ -83,6 +84,7 @@ def _watched_send(original: Any) -> Any:
         kwargs["verify"] = False
         method = request.method or "GET"
         path = urlsplit(request.url or "").path
+        recorder.sent += 1
         try:
             response: requests.Response = original(self, request, **kwargs)
         except Exception as exc:
