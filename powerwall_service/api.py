@@ -19,6 +19,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -36,7 +37,12 @@ from powerwall_service.service import PollResult, PowerwallService
 STORE_ANSWER_TIMEOUT_S = 2.0
 """The longest /status and /metrics wait for the store's numbers before answering without them."""
 
+SET_ASIDE_SHOWN = 50
+"""/status lists the most recent set-aside points; the store's count covers them all."""
+
 T = TypeVar("T")
+
+_BEARER = HTTPBearer(auto_error=False, description="API_TOKEN, required when it is set")
 
 
 class PollFlags(BaseModel):
@@ -109,10 +115,9 @@ def create_app(service: PowerwallService) -> FastAPI:
         default_response_class=json_response,
     )
     app.add_middleware(_ServiceLifespan, service=service)
-    bearer = HTTPBearer(auto_error=False, description="API_TOKEN, required when it is set")
 
     async def require_token(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
     ) -> None:
         if settings.api_token is None:
             return
@@ -151,7 +156,7 @@ def create_app(service: PowerwallService) -> FastAPI:
             "version": __version__,
             "docs": "/docs",
             "openapi": "/openapi.json",
-            "endpoints": sorted({route.path for route in app.routes if hasattr(route, "methods")}),
+            "endpoints": sorted({route.path for route in app.routes if isinstance(route, APIRoute)}),
         }
 
     @app.get(
@@ -247,6 +252,7 @@ def create_app(service: PowerwallService) -> FastAPI:
     async def status() -> dict[str, Any]:
         stats = service.stats
         outbox = await from_store(service.store.status)
+        set_aside = await from_store(service.store.set_aside_points)
         return {
             "background_task_running": service.loop_running,
             "polls": stats.polls,
@@ -262,6 +268,16 @@ def create_app(service: PowerwallService) -> FastAPI:
             "poll_duration_seconds": _quantiles(stats.durations_s),
             "poll_start_lag_seconds": _quantiles(stats.start_lag_s),
             "store": outbox.as_dict() if outbox is not None else None,
+            "set_aside_points": [
+                {
+                    "reading_id": point.reading_id,
+                    "timestamp": point.timestamp.isoformat(),
+                    "reason": point.reason,
+                    "point": point.point,
+                    "set_aside_at": point.at.isoformat(),
+                }
+                for point in (set_aside or [])[-SET_ASIDE_SHOWN:]
+            ],
         }
 
     @app.get(
