@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -19,6 +20,7 @@ from powerwall_service.catalogue import reading_from_snapshot, site_for
 from powerwall_service.config import ConfigError, Settings, check_gateway_credentials
 from powerwall_service.gateway.client import GatewayClient
 from powerwall_service.gateway.errors import PowerwallError
+from powerwall_service.logging_setup import configure_logging
 from powerwall_service.reading import Reading
 from powerwall_service.snapshot import Snapshot
 
@@ -29,6 +31,11 @@ def run_poll(settings: Settings, *, pretty: bool, push: bool, include_snapshot: 
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    configure_logging(settings)
+    if settings.pw_log_level != "DEBUG":
+        # One poll, one answer: the reason line below says what failed; pypowerwall's own
+        # account of it (several ERROR lines per failure) is for PW_LOG_LEVEL=DEBUG.
+        logging.getLogger().setLevel(logging.CRITICAL)
     return asyncio.run(_poll(settings, pretty=pretty, push=push, include_snapshot=include_snapshot))
 
 

@@ -299,7 +299,7 @@ class GatewayClient:
                 self._login_retry_at = time.monotonic() + wait
         log.warning("Powerwall poll failed: %s", exc)
         if self._health is not None:
-            self._health.fail(str(exc))
+            self._health.fail(str(exc), detail=f"{self.consecutive_failures} polls failed in a row")
 
     def _succeeded(self) -> None:
         if self._auth_failures or self._login_refusals:

@@ -43,6 +43,7 @@ Mode = Literal["local", "tedapi"]
 AGGREGATES = "/api/meters/aggregates"
 SOE = "/api/system_status/soe"
 GRID_STATUS = "/api/system_status/grid_status"
+VITALS = "/api/devices/vitals"
 CACHEFILE_NAME = ".powerwall"
 VITALS_REMOVED_FIRMWARE = 234400
 """Firmware 23.44.0 (pypowerwall's parse_version) removed /api/devices/vitals."""
@@ -121,7 +122,7 @@ class GatewayReader:
             instance = self._instance or self._connect(recorder)
             self._forget_pypowerwall_state(instance, slots)
             core = self._read_core(instance, recorder)
-            results = {slot: self._read_slot(instance, slot) for slot in slots}
+            results = {slot: self._read_slot(instance, slot, recorder) for slot in slots}
         except LoginError as exc:
             raise self._login_error(recorder, exc) from None
         except ConnectionError as exc:
@@ -202,7 +203,7 @@ class GatewayReader:
             "is PW_HOST really a Powerwall gateway?"
         )
 
-    def _read_slot(self, instance: _Instance, slot: Slot) -> dict[str, Any]:
+    def _read_slot(self, instance: _Instance, slot: Slot, recorder: Recorder) -> dict[str, Any]:
         pw = instance.pw
         if slot is Slot.FIRMWARE:
             return self._read_identity(instance)
@@ -212,7 +213,12 @@ class GatewayReader:
             return system_status_values(pw.poll("/api/system_status"), instance.mode)
         if slot is Slot.OPERATION:
             return operation_values(pw.poll("/api/operation"))
-        return device_values(pw.strings(), pw.temps(), pw.alerts())
+        values = device_values(pw.strings(), pw.temps(), pw.alerts())
+        if instance.mode == "local" and any(e.path == VITALS and e.status == 404 for e in recorder.exchanges):
+            # Without a firmware version (Powerwall 3: /api/status is 404 too) pypowerwall would
+            # ask for vitals, and re-read /api/status, on every read of this slot.
+            pw.client.vitals_api = False
+        return values
 
     def _read_identity(self, instance: _Instance) -> dict[str, Any]:
         pw = instance.pw

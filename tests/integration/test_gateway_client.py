@@ -1,0 +1,132 @@
+"""The gateway client's normal path: the real pypowerwall against the simulator process, frozen.
+
+What a user relies on: every value equals the simulator's truth, nothing is invented, and the
+client is gentle with the gateway (the core plus one slower read per poll in local mode, identity
+not re-read every poll). The request counts the client reports are checked against what the
+simulator itself counted (`GET /_sim/requests`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from powerwall_service.config import Settings
+from powerwall_service.gateway.client import LOCAL_REQUEST_BOUND, GatewayClient
+from powerwall_service.snapshot import Snapshot
+from tests.fixtures.simulator import Simulator
+
+STEADY_POLLS = 6
+
+
+@pytest.fixture(autouse=True)
+def no_ca_bundle(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+
+
+def settings_for(sim: Simulator, mode: str, data_dir: Path) -> Settings:
+    credentials: dict[str, Any] = (
+        {"pw_customer_password": sim.customer_password}
+        if mode == "local"
+        else {"pw_gateway_password": sim.gateway_password}
+    )
+    return Settings(
+        pw_host=sim.host,
+        data_dir=data_dir,
+        pw_request_timeout=5.0,
+        pw_poll_interval=1.0,
+        pw_cache_expire=0.5,
+        **credentials,
+    )
+
+
+def sent(sim: Simulator) -> int:
+    return sum(int(n) for n in sim.requests().values())
+
+
+def assert_core(snapshot: Snapshot, truth: dict[str, Any]) -> None:
+    for name in ("site_power_w", "solar_power_w", "battery_power_w", "load_power_w", "battery_percentage"):
+        assert getattr(snapshot, name) == pytest.approx(truth[name], abs=0.01), name
+    assert snapshot.battery_percentage_app == pytest.approx(truth["battery_percentage"] / 0.95 - 5 / 0.95)
+    assert snapshot.grid_status == "UP"
+    assert snapshot.grid_status_code == 1
+
+
+def assert_slow(snapshot: Snapshot, truth: dict[str, Any], flavour: str) -> None:
+    assert snapshot.din == truth["din"]
+    assert snapshot.firmware == truth["firmware"].split()[0]
+    assert snapshot.site_name == truth["site_name"]
+    assert set(snapshot.powerwalls) == set(truth["powerwalls"])
+    for serial, unit in truth["powerwalls"].items():
+        got = snapshot.powerwalls[serial]
+        assert got.nominal_full_pack_energy_wh == pytest.approx(unit["nominal_full_pack_energy_wh"], abs=1)
+        assert got.nominal_energy_remaining_wh == pytest.approx(unit["nominal_energy_remaining_wh"], abs=1)
+        assert got.power_w == pytest.approx(unit["power_w"], abs=1)
+    for name, string in truth["strings"].items():
+        got_string = snapshot.strings[name]
+        assert got_string.voltage_v == pytest.approx(string["voltage_v"])
+        assert got_string.current_a == pytest.approx(string["current_a"])
+        assert got_string.power_w == pytest.approx(string["power_w"])
+        assert got_string.connected is string["connected"]
+    assert snapshot.alerts is not None
+    assert set(truth["alerts"]) <= set(snapshot.alerts)
+
+
+async def read_steadily(client: GatewayClient, sim: Simulator) -> list[int]:
+    """Poll STEADY_POLLS times; each poll's reported request count must be what the gateway saw."""
+    counts = []
+    for _ in range(STEADY_POLLS):
+        before = sent(sim)
+        await client.read()
+        assert client.last_poll_requests == sent(sim) - before
+        counts.append(sent(sim) - before)
+    return counts
+
+
+@pytest.mark.parametrize("flavour", ["pw2", "pw3"])
+async def test_local_mode_reads_the_truth_in_at_most_four_requests_a_poll(
+    simulator: Callable[..., Simulator], tmp_path: Path, flavour: str
+) -> None:
+    sim = simulator(flavour=flavour, firmware="25.10.1", powerwalls=2)
+    sim.put_state({"frozen": True})
+    truth = sim.state()
+    client = GatewayClient(settings_for(sim, "local", tmp_path))
+    try:
+        before = sent(sim)
+        first = await client.read()
+        assert client.last_poll_requests == sent(sim) - before
+        assert_core(first, truth)
+        status_reads = int(sim.requests().get("/api/status", 0))
+
+        counts = await read_steadily(client, sim)
+        assert max(counts) <= LOCAL_REQUEST_BOUND
+        assert int(sim.requests().get("/api/status", 0)) == status_reads, "identity is not re-read every poll"
+        last = await client.read()
+        assert_core(last, truth)
+        if flavour == "pw2":
+            assert_slow(last, truth, flavour)
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize("flavour", ["pw2", "pw3"])
+async def test_tedapi_mode_reads_the_truth_and_counts_its_requests(
+    simulator: Callable[..., Simulator], tmp_path: Path, flavour: str
+) -> None:
+    sim = simulator(flavour=flavour, firmware="25.10.1", powerwalls=2)
+    sim.put_state({"frozen": True})
+    truth = sim.state()
+    client = GatewayClient(settings_for(sim, "tedapi", tmp_path))
+    try:
+        first = await client.read()
+        assert_core(first, truth)
+        assert_slow(first, truth, flavour)
+        counts = await read_steadily(client, sim)
+        assert max(counts) < sent(sim) / STEADY_POLLS * 2
+        assert_core(await client.read(), truth)
+    finally:
+        await client.close()
