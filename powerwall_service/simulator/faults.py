@@ -194,11 +194,14 @@ def _status_response(rule: FaultRule, status: int, path: str) -> web.Response:
     return response
 
 
-def _reset(request: web.Request) -> web.Response:
+async def _reset(request: web.Request) -> web.Response:
     """Drop the connection with a TCP RST (SO_LINGER 0), as a gateway that crashes mid-request.
 
+    The request is read in full first, so the client always meets the reset while waiting for
+    the answer, never half-way through sending (which its HTTP library would treat differently).
     The response returned afterwards is never sent: aiohttp finds the transport closed.
     """
+    await request.read()
     transport = request.transport
     if transport is not None:
         sock = transport.get_extra_info("socket")
@@ -240,7 +243,7 @@ def middleware(book: FaultBook) -> Callable[[web.Request, Handler], Awaitable[we
         if rule.delay_s:
             await asyncio.sleep(rule.delay_s)
         if rule.reset:
-            return _reset(request)
+            return await _reset(request)
         if rule.silent:
             return await _never_answer(request)
         if rule.status is not None:

@@ -1,0 +1,1 @@
+"""The simulated Powerwall gateway: `powerwall-influx simulate` (see README, "The simulated gateway")."""
