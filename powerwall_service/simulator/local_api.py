@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from powerwall_service.simulator import vitals
-from powerwall_service.simulator.home import HomeState, is_system_alert, iso_time
+from powerwall_service.simulator.home import HomeState, git_hash, is_system_alert, iso_time
 from powerwall_service.simulator.simulation import Simulation, current_a
 
 LOGIN_ERROR = {"code": 401, "error": "bad credentials", "message": "Login Error"}
@@ -183,7 +183,7 @@ def status(sim: Simulation, state: HomeState) -> dict[str, Any]:
         "up_time_seconds": f"{int(hours)}h{int(minutes)}m{seconds:.9f}s",
         "is_new": False,
         "version": sim.version,
-        "git_hash": sim.version.split(" ")[1] + "0" * 32,
+        "git_hash": git_hash(sim.firmware),
         "commission_count": 0,
         "device_type": "teg",
         "teg_type": "unknown",
@@ -228,7 +228,7 @@ def system_status(sim: Simulation, state: HomeState) -> dict[str, Any]:
                 "charge_power_clamped": False,
                 "backup_ready": True,
                 "OpSeqState": "Active",
-                "version": sim.version.split(" ")[1] + "000000",
+                "version": git_hash(sim.firmware)[:14],
             }
         )
     max_charge = sum(pw.max_charge_w for pw in sim.config.powerwalls)
