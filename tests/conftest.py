@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.processes",
     "tests.fixtures.simulator",
     "tests.fixtures.influx_servers",
+    "tests.fixtures.service_process",
 ]
