@@ -88,7 +88,6 @@ def test_poll_prints_every_metric_with_the_truths_value(
     simulator: Callable[..., Simulator], tmp_path: Path, mode: str, flavour: str
 ) -> None:
     sim = simulator(flavour=flavour, firmware="25.10.1", powerwalls=1)
-    sim.put_state({"frozen": True})
     truth = sim.state()
     before = sum(int(n) for n in sim.requests().values())
 
@@ -113,7 +112,7 @@ def test_poll_of_an_unreachable_gateway_exits_1_with_one_line(
     simulator: Callable[..., Simulator], tmp_path: Path
 ) -> None:
     sim = simulator(flavour="pw2", firmware="25.10.1", powerwalls=1)
-    sim.put_state({"down": True})
+    sim.put_state(down=True)
 
     code, out, err = run_poll(sim, "local", tmp_path)
 

@@ -92,7 +92,6 @@ async def test_local_mode_reads_the_truth_in_at_most_four_requests_a_poll(
     simulator: Callable[..., Simulator], tmp_path: Path, flavour: str
 ) -> None:
     sim = simulator(flavour=flavour, firmware="25.10.1", powerwalls=2)
-    sim.put_state({"frozen": True})
     truth = sim.state()
     client = GatewayClient(settings_for(sim, "local", tmp_path))
     try:
@@ -118,7 +117,6 @@ async def test_tedapi_mode_reads_the_truth_and_counts_its_requests(
     simulator: Callable[..., Simulator], tmp_path: Path, flavour: str
 ) -> None:
     sim = simulator(flavour=flavour, firmware="25.10.1", powerwalls=2)
-    sim.put_state({"frozen": True})
     truth = sim.state()
     client = GatewayClient(settings_for(sim, "tedapi", tmp_path))
     try:

@@ -147,7 +147,6 @@ async def recover(client: GatewayClient, truth: dict[str, Any]) -> int:
 
 
 async def run_fault(sim: Simulator, mode: str, fault: Fault, tmp_path: Path) -> None:
-    sim.put_state({"frozen": True})
     truth = sim.state()
     health = Component("powerwall")
     client = GatewayClient(settings_for(sim, mode, tmp_path), health)
@@ -158,9 +157,9 @@ async def run_fault(sim: Simulator, mode: str, fault: Fault, tmp_path: Path) -> 
         before = client.last_success
 
         if fault.rule is not None:
-            sim.add_fault(fault.rule)
+            sim.add_fault(**fault.rule)
         if fault.state is not None:
-            sim.put_state(fault.state)
+            sim.put_state(**fault.state)
         snapshot, error, took = await poll(client)
         assert snapshot is None
         assert isinstance(error, fault.error), f"{type(error).__name__}: {error}"
@@ -175,9 +174,9 @@ async def run_fault(sim: Simulator, mode: str, fault: Fault, tmp_path: Path) -> 
 
         sim.clear_faults()
         if fault.mend is not None:
-            sim.put_state(fault.mend)
+            sim.put_state(**fault.mend)
         if fault.name == "password":
-            sim.put_state({key: truth_password(sim, key) for key in fault.state or {}})
+            sim.put_state(**{key: truth_password(sim, key) for key in fault.state or {}})
             await asyncio.sleep(INTERVAL_S)  # PW_AUTH_BACKOFF_MAX: the client waits before a new login
         await asyncio.sleep(INTERVAL_S)
         await recover(client, truth)
@@ -211,10 +210,9 @@ async def test_tedapi_ignores_a_wrong_content_type(
 ) -> None:
     """pypowerwall's TEDAPI never looks at Content-Type: the protobuf body still reads right."""
     sim = simulator(flavour="pw3", firmware="25.10.1", powerwalls=1)
-    sim.put_state({"frozen": True})
     client = GatewayClient(settings_for(sim, "tedapi", tmp_path))
     try:
-        sim.add_fault({"path": TEDAPI, "content_type": "text/html"})
+        sim.add_fault(path=TEDAPI, content_type="text/html")
         snapshot, error, _ = await poll(client)
         assert snapshot is not None, error
         assert_truthful(snapshot, sim.state())
@@ -227,16 +225,13 @@ async def test_a_429_silences_the_client_until_its_retry_after(
     simulator: Callable[..., Simulator], mode: str, tmp_path: Path
 ) -> None:
     sim = simulator(flavour="pw2", firmware="25.10.1", powerwalls=1)
-    sim.put_state({"frozen": True})
     truth = sim.state()
     client = GatewayClient(settings_for(sim, mode, tmp_path))
     retry_after = 2.0
     try:
         first, error, _ = await poll(client)
         assert first is not None, error
-        sim.add_fault(
-            {"path": AGGREGATES if mode == "local" else TEDAPI, "status": 429, "retry_after": retry_after}
-        )
+        sim.add_fault(path=AGGREGATES if mode == "local" else TEDAPI, status=429, retry_after=retry_after)
         limited_at = time.monotonic()
         _, error, took = await poll(client)
         assert isinstance(error, PowerwallRateLimitedError), error
@@ -260,14 +255,13 @@ async def test_three_auth_failures_force_exactly_one_full_reconnect(
     simulator: Callable[..., Simulator], mode: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     sim = simulator(flavour="pw2", firmware="25.10.1", powerwalls=1)
-    sim.put_state({"frozen": True})
     truth = sim.state()
     client = GatewayClient(settings_for(sim, mode, tmp_path))
     caplog.set_level(logging.INFO, logger="powerwall_service.gateway.client")
     try:
         first, error, _ = await poll(client)
         assert first is not None, error
-        sim.add_fault({"path": AGGREGATES if mode == "local" else TEDAPI, "status": 401})
+        sim.add_fault(path=AGGREGATES if mode == "local" else TEDAPI, status=401)
         for failure in range(1, AUTH_FAILURE_THRESHOLD + 1):
             _, error, _ = await poll(client)
             assert isinstance(error, PowerwallAuthError)
