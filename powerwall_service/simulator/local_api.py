@@ -448,16 +448,6 @@ PATHS = (
 )
 
 
-ROOT_PAGE = "<!DOCTYPE html><html><head><title>Tesla Powerwall</title></head><body></body></html>"
-
-
-async def root(request: web.Request) -> web.Response:
-    """GET /: the customer portal exists on pw2 only; pypowerwall's TEDAPI uses this to spot a PW3."""
-    if request.app[SIM_KEY].config.flavour == "pw3":
-        return json_response(NOT_FOUND, 404)
-    return web.Response(text=ROOT_PAGE, content_type="text/html")
-
-
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/login/Basic", login)
     app.router.add_get("/api/logout", logout)

@@ -7,7 +7,7 @@ import asyncio
 import signal
 import sys
 
-from powerwall_service.simulator.server import Gateway
+from powerwall_service.simulator.server import GatewayServer
 from powerwall_service.simulator.simulation import ChangeError, Simulation, parse_firmware
 from powerwall_service.simulator.tls import server_context
 
@@ -61,7 +61,7 @@ async def _serve(args: argparse.Namespace) -> int:
         gateway_password=args.gateway_password,
     )
     context = server_context(args.host, args.cert, args.key)
-    gateway = Gateway(sim, args.host, args.port, args.control_port, context, args.control_token or "")
+    gateway = GatewayServer(sim, args.host, args.port, args.control_port, context, args.control_token or "")
     await gateway.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

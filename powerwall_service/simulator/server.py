@@ -5,7 +5,8 @@ only, so a test can still steer the gateway while its port is down or hung.
 
 Middlewares on the gateway port, outermost first: count every request (faulted, hung and
 refused-login ones too), hang when told, then the fault rules of `faults.py`; the handlers come
-last. TEDAPI routes come from `tedapi.py`.
+last. The TEDAPI routes (GET /, /tedapi/din, /tedapi/v1, /tedapi/device/{din}/v1) come from
+`tedapi.py`, and /_sim/faults (on both ports) from `faults.py`.
 """
 
 from __future__ import annotations
@@ -14,21 +15,26 @@ import asyncio
 import ssl
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from typing import cast
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 from aiohttp.web_protocol import RequestHandler
 
-from powerwall_service.simulator import control, local_api
+from powerwall_service.simulator import control, faults, local_api, tedapi
 from powerwall_service.simulator.local_api import SESSIONS_KEY, SIM_KEY, Sessions
 from powerwall_service.simulator.simulation import Simulation
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def build_app(sim: Simulation, gateway: Gateway, *, gateway_port: bool) -> web.Application:
+def build_app(sim: Simulation, gateway: GatewayServer, *, gateway_port: bool) -> web.Application:
     """The aiohttp application of one port (gateway_port=False: the control port)."""
-    middlewares: list[Middleware] = [_count(gateway.counts), _hang(gateway)] if gateway_port else []
+    middlewares: list[Middleware] = (
+        [_count(gateway.counts), _hang(gateway), cast(Middleware, faults.middleware(gateway.faults))]
+        if gateway_port
+        else []
+    )
     app = web.Application(middlewares=[*middlewares, control.guard])
     app[SIM_KEY] = sim
     app[SESSIONS_KEY] = gateway.sessions
@@ -36,10 +42,15 @@ def build_app(sim: Simulation, gateway: Gateway, *, gateway_port: bool) -> web.A
     app[control.LISTENER_KEY] = gateway
     app[control.TOKEN_KEY] = gateway.control_token
     control.add_routes(app)
+    app.add_routes(faults.routes(gateway.faults))
     if gateway_port:
         local_api.add_routes(app)
-        app.router.add_get("/", local_api.root)
+        app.add_routes(tedapi.routes(lambda: _tedapi_view(sim)))
     return app
+
+
+def _tedapi_view(sim: Simulation) -> tedapi.Gateway:
+    return tedapi.Gateway(sim.config, sim.now(), sim.firmware, sim.secrets.gateway_password)
 
 
 def _count(counts: Counter[str]) -> Middleware:
@@ -51,7 +62,7 @@ def _count(counts: Counter[str]) -> Middleware:
     return count
 
 
-def _hang(gateway: Gateway) -> Middleware:
+def _hang(gateway: GatewayServer) -> Middleware:
     @web.middleware
     async def hang(request: web.Request, handler: Handler) -> web.StreamResponse:
         """A hung gateway holds every request until the hang is lifted (clients time out first)."""
@@ -61,7 +72,7 @@ def _hang(gateway: Gateway) -> Middleware:
     return hang
 
 
-class Gateway:
+class GatewayServer:
     """Owns the listening sockets, so it can refuse connections (down) and come back on the same port."""
 
     def __init__(
@@ -81,6 +92,7 @@ class Gateway:
         self.control_token = control_token
         self.counts: Counter[str] = Counter()
         self.sessions = Sessions()
+        self.faults = faults.FaultBook()
         self.answering = asyncio.Event()
         self.answering.set()
         self._runners: list[web.AppRunner] = []

@@ -1,0 +1,150 @@
+"""/health tells the truth: 503 naming the broken part while the gateway, InfluxDB or the store fail,
+200 again once they recover, 503 `starting` before the first poll, and an answer at once even while
+the gateway hangs. /health/live stays 200 throughout: the loop runs, so a restart would not help.
+
+Each test breaks something real: the simulator goes down or hangs, influxd is stopped, and the
+store's disk is "full" (the service's file-size limit is lowered to one byte with prlimit, so
+SQLite's writes fail with EFBIG exactly as on a full disk).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.fixtures.influx_servers import InfluxServer
+from tests.fixtures.service_process import ServeProcess
+from tests.fixtures.simulator import Simulator
+
+ANSWER_AT_ONCE_S = 0.5
+
+
+def timed_health(serve: ServeProcess) -> tuple[int, dict[str, Any], float]:
+    started = time.monotonic()
+    answer = serve.get("/health")
+    return answer.status_code, answer.json(), time.monotonic() - started
+
+
+def states(body: dict[str, Any]) -> dict[str, str]:
+    return {name: component["state"] for name, component in body["components"].items()}
+
+
+@pytest.fixture
+def sim(simulator: Callable[..., Simulator]) -> Simulator:
+    gateway: Simulator = simulator()
+    return gateway
+
+
+def test_before_the_first_poll_health_is_503_starting_and_answers_at_once(
+    serve_factory: Callable[..., ServeProcess], sim: Simulator
+) -> None:
+    sim.put_state(hang=True)
+    serve = serve_factory(sim.host, PW_CUSTOMER_PASSWORD=sim.customer_password, PW_REQUEST_TIMEOUT="5")
+    status, body, elapsed = timed_health(serve)
+    assert status == 503
+    assert elapsed < ANSWER_AT_ONCE_S
+    assert body["healthy"] is False
+    assert body["components"]["powerwall"]["state"] == "starting"
+    assert body["last_success_time"] is None
+    assert "no reading yet" in body["reasons"]
+    assert serve.get("/snapshot").status_code == 404
+    assert serve.get("/health/live").status_code == 200
+
+    sim.put_state(hang=False)
+    body = serve.wait_for_health(200, timeout=20)
+    assert body["components"]["powerwall"]["state"] == "ok"
+
+
+@pytest.mark.parametrize("fault", ["down", "hang"])
+def test_gateway_failure_makes_health_503_naming_powerwall_then_200(
+    serve_factory: Callable[..., ServeProcess], sim: Simulator, fault: str
+) -> None:
+    serve = serve_factory(sim.host, PW_CUSTOMER_PASSWORD=sim.customer_password, PW_REQUEST_TIMEOUT="3")
+    serve.wait_for_health(200)
+
+    sim.put_state(**{fault: True})
+    body = serve.wait_for_health(503)
+    assert any(reason.startswith("powerwall") or "old" in reason for reason in body["reasons"])
+    _status, body, elapsed = timed_health(serve)
+    assert elapsed < ANSWER_AT_ONCE_S, "health must not wait for the gateway"
+    assert serve.get("/health/live").status_code == 200
+    serve.wait_for(lambda: states(serve.get("/health").json())["powerwall"] == "down", what="powerwall down")
+    body = serve.get("/health").json()
+    assert body["consecutive_failures"] >= 1
+    assert body["components"]["powerwall"]["last_error"]
+    assert body["components"]["store"]["state"] == "ok"
+
+    sim.put_state(**{fault: False})
+    body = serve.wait_for_health(200, timeout=30)
+    assert states(body)["powerwall"] == "ok"
+    assert body["consecutive_failures"] == 0
+
+
+def test_influxdb_down_is_degraded_while_the_store_buffers_then_drains(
+    serve_factory: Callable[..., ServeProcess],
+    sim: Simulator,
+    influxd_factory: Callable[..., InfluxServer],
+) -> None:
+    influx = influxd_factory()
+    database = influx.create_database()
+    serve = serve_factory(
+        sim.host,
+        PW_CUSTOMER_PASSWORD=sim.customer_password,
+        INFLUX_URL=influx.url,
+        INFLUX_API="v1",
+        INFLUX_DATABASE=database,
+        INFLUX_TIMEOUT="1",
+    )
+    body = serve.wait_for_health(200, timeout=20)
+    assert states(body)["influxdb"] == "ok"
+
+    influx.stop()
+    body = serve.wait_for_health(503, timeout=20)
+    assert states(body)["influxdb"] == "degraded"
+    assert states(body)["powerwall"] == "ok"
+    assert any(reason.startswith("influxdb is degraded") for reason in body["reasons"])
+    assert serve.get("/health/live").status_code == 200
+    serve.wait_for(lambda: serve.get("/status").json()["store"]["outbox_depth"] > 2, what="readings buffered")
+
+    influx.restart()
+    body = serve.wait_for_health(200, timeout=30)
+    assert states(body)["influxdb"] == "ok"
+    serve.wait_for(lambda: serve.get("/status").json()["store"]["outbox_depth"] <= 1, what="outbox drained")
+
+
+@pytest.fixture
+def restore_limits() -> Iterator[list[int]]:
+    """Pids whose file-size limit a test lowered; lifted again whatever happens."""
+    pids: list[int] = []
+    yield pids
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            resource.prlimit(pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+
+
+def test_a_full_store_makes_health_503_naming_the_store_and_polling_goes_on(
+    serve_factory: Callable[..., ServeProcess], sim: Simulator, restore_limits: list[int]
+) -> None:
+    serve = serve_factory(sim.host, PW_CUSTOMER_PASSWORD=sim.customer_password, PW_LOG_LEVEL="ERROR")
+    serve.wait_for_health(200)
+    pid = serve.process.pid
+    restore_limits.append(pid)
+    _, hard = resource.prlimit(pid, resource.RLIMIT_FSIZE)
+
+    resource.prlimit(pid, resource.RLIMIT_FSIZE, (1, hard))
+    body = serve.wait_for_health(503)
+    assert states(body)["store"] == "down"
+    assert states(body)["powerwall"] == "ok"
+    assert any(reason.startswith("store is down") for reason in body["reasons"])
+    assert serve.get("/health/live").status_code == 200
+    successes = serve.get("/status").json()["successes"]
+    serve.wait_for(lambda: serve.get("/status").json()["successes"] > successes + 2, what="polling goes on")
+
+    resource.prlimit(pid, resource.RLIMIT_FSIZE, (hard, hard))
+    body = serve.wait_for_health(200, timeout=40)
+    assert states(body)["store"] == "ok"
