@@ -55,7 +55,9 @@ def assert_truth(reading: dict[str, Any], truth: dict[str, Any]) -> None:
     fields = reading["fields"]
     for name in CORE:
         assert fields[name] == pytest.approx(truth[name], abs=0.01), name
-    assert fields["grid_status"] == truth["grid_status"]
+    assert truth["grid_status"] == "SystemGridConnected"
+    assert fields["grid_status"] == "UP"
+    assert fields["grid_status_code"] == 1
     assert fields["din"] == truth["din"]
     assert reading["site"] == truth["site_name"]
     assert set(reading["units"]) == set(truth["powerwalls"])
@@ -248,9 +250,8 @@ def test_metrics_parse_and_carry_the_truth(serve: ServeProcess, truth: dict[str,
         truth["battery_percentage"], abs=0.01
     )
     assert families["powerwall_site_energy_imported_wh"].type == "counter"
-    grid = families["powerwall_grid_status"]
-    assert grid.type == "info"
-    assert grid.samples[0].labels["value"] == truth["grid_status"]
+    grid = families["powerwall_grid_status_info"]
+    assert grid.samples[0].labels["value"] == "UP"
     units = families["powerwall_unit_nominal_full_pack_energy_wh"]
     assert {s.labels["serial"] for s in units.samples} == set(truth["powerwalls"])
     assert families["powerwall_service_polls"].samples[0].value >= 1
