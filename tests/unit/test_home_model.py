@@ -6,6 +6,7 @@ import dataclasses
 import itertools
 import math
 import random
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
@@ -18,7 +19,7 @@ from powerwall_service.simulator.home import HomeConfig, HomeState, Pins
 START = datetime(2026, 6, 21, 6, 0, tzinfo=UTC)
 TIMEZONES = ("America/Los_Angeles", "Europe/Berlin", "Australia/Sydney")
 
-COUNTER_FLOWS = (
+COUNTER_FLOWS: tuple[tuple[str, Callable[[HomeState], float]], ...] = (
     ("site_imported_wh", lambda s: max(s.site_power_w, 0.0)),
     ("site_exported_wh", lambda s: max(-s.site_power_w, 0.0)),
     ("solar_exported_wh", lambda s: max(s.solar_power_w, 0.0)),
