@@ -50,7 +50,7 @@ def build_app(sim: Simulation, gateway: GatewayServer, *, gateway_port: bool) ->
 
 
 def _tedapi_view(sim: Simulation) -> tedapi.Gateway:
-    return tedapi.Gateway(sim.config, sim.now(), sim.firmware, sim.secrets.gateway_password)
+    return tedapi.Gateway(sim.config, sim.now(), sim.firmware, sim.secrets.gateway_password, sim.din)
 
 
 def _count(counts: Counter[str]) -> Middleware:

@@ -61,6 +61,7 @@ class Gateway:
     state: HomeState
     firmware: str
     gateway_password: str
+    din: str
 
 
 def firmware_tuple(firmware: str) -> tuple[int, ...]:
@@ -109,12 +110,12 @@ def _powerwall_readings(config: HomeConfig, state: HomeState) -> list[tuple[Powe
 # --- config.json ------------------------------------------------------------------------------
 
 
-def config_json(config: HomeConfig, state: HomeState) -> Json:
+def config_json(config: HomeConfig, state: HomeState, din: str) -> Json:
     """The gateway's config.json: identities, site info, operation mode (reference §3.5)."""
     block_type = "Powerwall3" if config.flavour == "pw3" else "Powerwall2"
     solars = [] if config.flavour == "pw3" else config.inverters
     return {
-        "vin": config.gateway_din,
+        "vin": din,
         "battery_blocks": [
             {"vin": pw.din, "type": block_type, "battery_expansions": []} for pw in config.powerwalls
         ],
@@ -454,11 +455,11 @@ def components_json(config: HomeConfig, state: HomeState, unit: PowerwallSpec) -
 # --- firmware ---------------------------------------------------------------------------------
 
 
-def _firmware_payload(config: HomeConfig, firmware: str, envelope: Any) -> None:
+def _firmware_payload(config: HomeConfig, firmware: str, din: str, envelope: Any) -> None:
     system = envelope.firmware.system
     system.gateway.partNumber = config.gateway_part_number
     system.gateway.serialNumber = config.gateway_serial
-    system.din = config.gateway_din
+    system.din = din
     system.version.text = full_version(firmware)
     system.version.githash = bytes.fromhex(git_hash(firmware))
     system.systemUpdate.updateStatus = 1
@@ -510,16 +511,18 @@ def answer(body: bytes, gateway: Gateway) -> bytes:
     envelope = request.message
     reply = tedapi_pb2.Message()
     reply.message.deliveryChannel = 1
-    reply.message.sender.din = envelope.recipient.din or gateway.config.gateway_din
+    reply.message.sender.din = envelope.recipient.din or gateway.din
     reply.message.recipient.local = 1
     reply.tail.value = request.tail.value or 1
     if envelope.HasField("config"):
         if envelope.config.send.file != "config.json":
             raise TedapiRequestError(f"unknown config file {envelope.config.send.file!r}")
         reply.message.config.recv.file.name = "config.json"
-        reply.message.config.recv.file.text = json.dumps(config_json(gateway.config, gateway.state))
+        reply.message.config.recv.file.text = json.dumps(
+            config_json(gateway.config, gateway.state, gateway.din)
+        )
     elif envelope.HasField("firmware") and envelope.firmware.HasField("request"):
-        _firmware_payload(gateway.config, gateway.firmware, reply.message)
+        _firmware_payload(gateway.config, gateway.firmware, gateway.din, reply.message)
     elif envelope.HasField("payload") and envelope.payload.HasField("send"):
         text = json.dumps(_query_answer(gateway, envelope.payload.send, envelope.recipient.din))
         reply.message.payload.recv.value = 1
@@ -550,9 +553,7 @@ def routes(current: Callable[[], Gateway]) -> list[web.RouteDef]:
         gateway = current()
         if not authorized(request.headers.get("Authorization"), gateway.gateway_password):
             return _forbidden()
-        return web.Response(
-            body=_body(gateway.config.gateway_din.encode(), gateway.firmware), content_type="text/plain"
-        )
+        return web.Response(body=_body(gateway.din.encode(), gateway.firmware), content_type="text/plain")
 
     async def message(request: web.Request) -> web.Response:
         gateway = current()

@@ -33,7 +33,7 @@ START = datetime(2026, 6, 21, 19, 0, tzinfo=UTC)
 def gateway(flavour: str, powerwalls: int = 1, firmware: str = "25.10.1") -> Gateway:
     config = home.build_config(flavour, powerwalls, 7)
     state = home.initial_state(config, START, "Test Home", "America/Los_Angeles")
-    return Gateway(config, state, firmware, "GATEWAYPASS")
+    return Gateway(config, state, firmware, "GATEWAYPASS", config.gateway_din)
 
 
 def request(kind: str, recipient: str) -> bytes:
