@@ -18,16 +18,17 @@ import json
 import socket
 import ssl
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pypowerwall
 import pytest
-import requests
 from pypowerwall.local.exceptions import LoginError
 
-from tests.fixtures.simulator import Simulator
+from tests.fixtures.processes import ManagedProcess
+from tests.fixtures.simulator import ControlError, Simulator, start_simulator
 
 TIMEOUT_S = 1
 SOE = "/api/system_status/soe"
@@ -116,18 +117,24 @@ def exchange(port: int, request: bytes, wait_s: float = 3.0) -> Wire:
     return Wire(received, ending, first)
 
 
-def http(method: str, path: str, headers: dict[str, str] | None = None) -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", "Connection: keep-alive", "Content-Length: 0"]
+def http(method: str, path: str, headers: dict[str, str] | None = None, body: bytes = b"") -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", f"Content-Length: {len(body)}"]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+@pytest.fixture(scope="module")
+def shared_gateway(module_processes: Callable[..., ManagedProcess]) -> Simulator:
+    """One frozen pw2 gateway on firmware 25.10 (local REST and TEDAPI both served) per module."""
+    return start_simulator(module_processes, flavour="pw2", firmware="25.10.1")
 
 
 @pytest.fixture
-def gateway(simulator: Any) -> Simulator:
-    """A pw2 gateway on firmware 25.10 (local REST and TEDAPI both served), frozen."""
-    sim: Simulator = simulator(flavour="pw2", firmware="25.10.1", powerwalls=1)
-    sim.put_state({"frozen": True})
-    return sim
+def gateway(shared_gateway: Simulator) -> Iterator[Simulator]:
+    """The shared gateway with no fault rules, and none left behind for the next test."""
+    shared_gateway.clear_faults()
+    yield shared_gateway
+    shared_gateway.clear_faults()
 
 
 @pytest.fixture
@@ -177,12 +184,6 @@ def gateway_hits(sim: Simulator) -> int:
     return sum(n for path, n in sim.requests().items() if not path.startswith("/_sim/"))
 
 
-def faults(sim: Simulator) -> list[dict[str, Any]]:
-    answer = requests.get(f"https://127.0.0.1:{sim.port}/_sim/faults", verify=False, timeout=5)
-    listed: list[dict[str, Any]] = answer.json()["faults"]
-    return listed
-
-
 def din_request(sim: Simulator) -> bytes:
     token = base64.b64encode(f"Tesla_Energy_Device:{sim.gateway_password}".encode()).decode()
     return http("GET", "/tedapi/din", {"Authorization": f"Basic {token}"})
@@ -226,7 +227,7 @@ def din_request(sim: Simulator) -> bytes:
 def test_a_status_fault_sends_the_gateways_error(
     gateway: Simulator, path: str, rule: dict[str, Any], status: str, body: dict[str, Any]
 ) -> None:
-    gateway.add_fault({"path": path, **rule})
+    gateway.add_fault(path=path, **rule)
     wire = exchange(gateway.port, http("POST" if path != SOE else "GET", path))
     assert wire.ending == "answered"
     assert wire.status_line == f"HTTP/1.1 {status}"
@@ -236,7 +237,7 @@ def test_a_status_fault_sends_the_gateways_error(
 
 
 def test_a_delay_holds_the_answer_back(gateway: Simulator) -> None:
-    gateway.add_fault({"path": "/tedapi/din", "delay_s": 1.5})
+    gateway.add_fault(path="/tedapi/din", delay_s=1.5)
     wire = exchange(gateway.port, din_request(gateway), wait_s=4)
     assert wire.status_line == "HTTP/1.1 200 OK"
     assert wire.body.decode() == gateway.state()["din"]
@@ -245,19 +246,19 @@ def test_a_delay_holds_the_answer_back(gateway: Simulator) -> None:
 
 
 def test_a_reset_answers_nothing_and_resets_the_connection(gateway: Simulator) -> None:
-    gateway.add_fault({"path": "/tedapi/din", "reset": True})
+    gateway.add_fault(path="/tedapi/din", reset=True)
     wire = exchange(gateway.port, din_request(gateway))
     assert (wire.data, wire.ending) == (b"", "reset")
 
 
 def test_a_silent_gateway_accepts_and_never_answers(gateway: Simulator) -> None:
-    gateway.add_fault({"path": "/tedapi/din", "silent": True})
+    gateway.add_fault(path="/tedapi/din", silent=True)
     wire = exchange(gateway.port, din_request(gateway), wait_s=1.5)
     assert (wire.data, wire.ending) == (b"", "silent")
 
 
 def test_a_malformed_body_comes_with_a_200(gateway: Simulator) -> None:
-    gateway.add_fault({"path": "/tedapi/din", "body": '{"din": ', "content_type": "application/json"})
+    gateway.add_fault(path="/tedapi/din", body='{"din": ', content_type="application/json")
     wire = exchange(gateway.port, din_request(gateway))
     assert wire.status_line == "HTTP/1.1 200 OK"
     assert wire.headers["content-type"] == "application/json"
@@ -265,7 +266,7 @@ def test_a_malformed_body_comes_with_a_200(gateway: Simulator) -> None:
 
 
 def test_a_wrong_content_type_keeps_the_body(gateway: Simulator) -> None:
-    gateway.add_fault({"path": "/tedapi/din", "content_type": "text/html"})
+    gateway.add_fault(path="/tedapi/din", content_type="text/html")
     wire = exchange(gateway.port, din_request(gateway))
     assert wire.status_line == "HTTP/1.1 200 OK"
     assert wire.headers["content-type"] == "text/html"
@@ -273,24 +274,24 @@ def test_a_wrong_content_type_keeps_the_body(gateway: Simulator) -> None:
 
 
 def test_a_spent_fault_lets_requests_through_and_every_request_is_counted(gateway: Simulator) -> None:
-    gateway.add_fault({"path": "/tedapi/din", "status": 503, "count": 2})
+    gateway.add_fault(path="/tedapi/din", status=503, count=2)
     before = hits(gateway, "/tedapi/din")
     statuses = [exchange(gateway.port, din_request(gateway)).status_line for _ in range(3)]
     assert statuses == ["HTTP/1.1 503 Service Unavailable"] * 2 + ["HTTP/1.1 200 OK"]
     assert hits(gateway, "/tedapi/din") == before + 3
-    listed = faults(gateway)
+    listed = gateway.faults()["faults"]
     assert [(f["applied"], f["remaining"]) for f in listed] == [(2, 0)]
 
 
 def test_bad_rules_are_refused_with_a_reason(gateway: Simulator) -> None:
-    url = f"https://127.0.0.1:{gateway.port}/_sim/faults"
-    not_json = requests.post(url, data="status=500", verify=False, timeout=5)
-    assert not_json.status_code == 400
-    assert "not JSON" in not_json.json()["error"]
-    bad = requests.post(url, json={"path": "/api/*", "status": 418}, verify=False, timeout=5)
-    assert bad.status_code == 422
-    assert "status must be one of [401, 403, 404, 429, 500, 503]" in bad.json()["error"]
-    assert faults(gateway) == []
+    with pytest.raises(ControlError, match=r"422: .*status must be one of \[401, 403, 404, 429, 500, 503\]"):
+        gateway.add_fault(path="/api/*", status=418)
+    with pytest.raises(ControlError, match=r"422: .*reset and silent exclude each other"):
+        gateway.add_fault(path="/api/*", reset=True, silent=True)
+    assert gateway.faults() == {"faults": []}
+    wire = exchange(gateway.port, http("POST", "/_sim/faults", body=b"status=500"))
+    assert wire.status_line == "HTTP/1.1 400 Bad Request"
+    assert b"body is not JSON" in wire.body
 
 
 # --- pypowerwall, local mode (reference §2.2) ----------------------------------------------------
@@ -300,7 +301,7 @@ def test_local_401_once_is_a_transparent_relogin(gateway: Simulator, tmp_path: P
     pw = local_client(gateway, tmp_path)
     assert pw.level() == gateway.state()["battery_percentage"]
     logins = hits(gateway, "/api/login/Basic")
-    gateway.add_fault({"path": SOE, "status": 401, "count": 1})
+    gateway.add_fault(path=SOE, status=401, count=1)
     assert pw.level() == gateway.state()["battery_percentage"]
     assert hits(gateway, "/api/login/Basic") == logins + 1
 
@@ -311,7 +312,7 @@ def test_local_401_or_403_after_relogin_gives_none_and_parks_the_endpoint(
 ) -> None:
     pw = local_client(gateway, tmp_path)
     assert pw.level() is not None
-    gateway.add_fault({"path": SOE, "status": status})
+    gateway.add_fault(path=SOE, status=status)
     assert pw.level() is None
     gateway.clear_faults()
     soe_hits = hits(gateway, SOE)
@@ -321,14 +322,14 @@ def test_local_401_or_403_after_relogin_gives_none_and_parks_the_endpoint(
 
 
 def test_local_login_refused_raises_login_error(gateway: Simulator, tmp_path: Path) -> None:
-    gateway.add_fault({"path": "/api/login/Basic", "status": 401})
+    gateway.add_fault(path="/api/login/Basic", status=401)
     pw = local_client(gateway, tmp_path)
     with pytest.raises(LoginError, match="Invalid Powerwall Login"):
         pw.level()
 
 
 def test_local_login_rate_limited_raises_login_error_naming_429(gateway: Simulator, tmp_path: Path) -> None:
-    gateway.add_fault({"path": "/api/login/Basic", "status": 429, "retry_after": 60})
+    gateway.add_fault(path="/api/login/Basic", status=429, retry_after=60)
     pw = local_client(gateway, tmp_path)
     with pytest.raises(LoginError, match="HTTP 429"):
         pw.level()
@@ -339,7 +340,7 @@ def test_local_404_and_503_give_none_and_park_only_that_endpoint(
     gateway: Simulator, tmp_path: Path, status: int
 ) -> None:
     pw = local_client(gateway, tmp_path)
-    gateway.add_fault({"path": SOE, "status": status})
+    gateway.add_fault(path=SOE, status=status)
     assert pw.level() is None
     gateway.clear_faults()
     soe_hits = hits(gateway, SOE)
@@ -351,7 +352,7 @@ def test_local_404_and_503_give_none_and_park_only_that_endpoint(
 def test_local_429_puts_every_call_into_a_five_minute_cooldown(gateway: Simulator, tmp_path: Path) -> None:
     pw = local_client(gateway, tmp_path)
     assert pw.grid_status() == "UP"
-    gateway.add_fault({"path": SOE, "status": 429, "retry_after": 300})
+    gateway.add_fault(path=SOE, status=429, retry_after=300)
     assert pw.level() is None
     gateway.clear_faults()
     before = gateway_hits(gateway)
@@ -362,7 +363,7 @@ def test_local_429_puts_every_call_into_a_five_minute_cooldown(gateway: Simulato
 
 def test_local_500_gives_none_once_then_the_value(gateway: Simulator, tmp_path: Path) -> None:
     pw = local_client(gateway, tmp_path)
-    gateway.add_fault({"path": SOE, "status": 500, "count": 1})
+    gateway.add_fault(path=SOE, status=500, count=1)
     assert pw.level() is None
     assert pw.level() == gateway.state()["battery_percentage"]
 
@@ -376,7 +377,7 @@ def test_local_transport_failures_give_none_within_the_timeout(
 ) -> None:
     pw = local_client(gateway, tmp_path)
     assert pw.level() is not None
-    gateway.add_fault({"path": SOE, **rule})
+    gateway.add_fault(path=SOE, **rule)
     level, took = timed(pw.level)
     assert level is None
     assert at_least_s <= took < TIMEOUT_S + 1.0
@@ -386,7 +387,7 @@ def test_local_transport_failures_give_none_within_the_timeout(
 
 def test_local_malformed_json_gives_none(gateway: Simulator, tmp_path: Path) -> None:
     pw = local_client(gateway, tmp_path)
-    gateway.add_fault({"path": SOE, "body": '{"percentage": ', "content_type": "application/json"})
+    gateway.add_fault(path=SOE, body='{"percentage": ', content_type="application/json")
     assert pw.poll(SOE) is None
     assert pw.level() is None
 
@@ -395,7 +396,7 @@ def test_local_wrong_content_type_gives_the_raw_text_and_power_zeros(
     gateway: Simulator, tmp_path: Path
 ) -> None:
     pw = local_client(gateway, tmp_path)
-    gateway.add_fault({"path": "/api/meters/aggregates", "content_type": "text/html"})
+    gateway.add_fault(path="/api/meters/aggregates", content_type="text/html")
     raw = pw.poll("/api/meters/aggregates")
     assert isinstance(raw, str)
     assert '"site"' in raw
@@ -412,7 +413,7 @@ def test_tedapi_error_status_gives_none_and_the_next_call_recovers(
     pw = tedapi_client(gateway, tmp_path)
     truth = gateway.state()["battery_percentage"]
     assert pw.level() == pytest.approx(truth)
-    gateway.add_fault({"path": "/tedapi/v1", "status": status, "count": 1})
+    gateway.add_fault(path="/tedapi/v1", status=status, count=1)
     assert pw.level() is None
     assert pw.level() == pytest.approx(truth)
 
@@ -423,7 +424,7 @@ def test_tedapi_busy_status_starts_a_five_minute_cooldown(
 ) -> None:
     pw = tedapi_client(gateway, tmp_path)
     assert pw.level() is not None
-    gateway.add_fault({"path": "/tedapi/v1", "count": 1, **rule})
+    gateway.add_fault(path="/tedapi/v1", count=1, **rule)
     assert pw.level() is None
     posts = hits(gateway, "/tedapi/v1")
     assert pw.level() is None
@@ -440,7 +441,7 @@ def test_tedapi_transport_failures_on_post_give_none_without_retries(
 ) -> None:
     pw = tedapi_client(gateway, tmp_path)
     truth = gateway.state()["battery_percentage"]
-    gateway.add_fault({"path": "/tedapi/v1", **rule})
+    gateway.add_fault(path="/tedapi/v1", **rule)
     posts = hits(gateway, "/tedapi/v1")
     level, took = timed(pw.level)
     assert level is None
@@ -452,22 +453,20 @@ def test_tedapi_transport_failures_on_post_give_none_without_retries(
 
 def test_tedapi_malformed_protobuf_gives_none(gateway: Simulator, tmp_path: Path, no_ca_bundle: None) -> None:
     pw = tedapi_client(gateway, tmp_path)
-    gateway.add_fault(
-        {"path": "/tedapi/v1", "body": "\x08\x96\x01garbage", "content_type": "application/octet-stream"}
-    )
+    gateway.add_fault(path="/tedapi/v1", body="\x08\x96\x01garbage", content_type="application/octet-stream")
     assert pw.level() is None
 
 
 def test_tedapi_ignores_the_content_type(gateway: Simulator, tmp_path: Path, no_ca_bundle: None) -> None:
     pw = tedapi_client(gateway, tmp_path)
-    gateway.add_fault({"path": "/tedapi/v1", "content_type": "text/html"})
+    gateway.add_fault(path="/tedapi/v1", content_type="text/html")
     assert pw.level() == pytest.approx(gateway.state()["battery_percentage"])
 
 
 def test_tedapi_forbidden_din_leaves_no_client(
     gateway: Simulator, tmp_path: Path, no_ca_bundle: None
 ) -> None:
-    gateway.add_fault({"path": "/tedapi/din", "status": 403})
+    gateway.add_fault(path="/tedapi/din", status=403)
     pw, took = timed(
         lambda: pypowerwall.Powerwall(
             host=f"127.0.0.1:{gateway.port}",
@@ -486,7 +485,7 @@ def test_tedapi_forbidden_din_leaves_no_client(
 def test_tedapi_connect_waits_out_a_retry_after_on_get(
     gateway: Simulator, tmp_path: Path, no_ca_bundle: None
 ) -> None:
-    gateway.add_fault({"path": "/tedapi/din", "status": 503, "retry_after": 1, "count": 1})
+    gateway.add_fault(path="/tedapi/din", status=503, retry_after=1, count=1)
     before = hits(gateway, "/tedapi/din")
     pw, took = timed(lambda: tedapi_client(gateway, tmp_path))
     assert pw.din() == gateway.state()["din"]
@@ -497,6 +496,6 @@ def test_tedapi_connect_waits_out_a_retry_after_on_get(
 def test_tedapi_a_404_portal_makes_pypowerwall_think_powerwall_3(
     gateway: Simulator, tmp_path: Path, no_ca_bundle: None
 ) -> None:
-    gateway.add_fault({"path": "/", "status": 404})
+    gateway.add_fault(path="/", status=404)
     pw = tedapi_client(gateway, tmp_path)
     assert pw.client.tedapi.pw3 is True
