@@ -48,6 +48,8 @@ SIZE_TARGET = 0.98
 """The size cap deletes down to this fraction of STORE_MAX_MB, so it does not run on every append."""
 REOPEN_INTERVAL_S = 30.0
 """How often a store that could not be opened is tried again."""
+PRUNE_INTERVAL_S = 600.0
+"""How often `AsyncStore.append` applies retention (the size cap is checked on every append)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (
@@ -357,6 +359,8 @@ class Store:
 class AsyncStore:
     """The store for the event loop: every call on one thread, outcomes reported to health.
 
+    Retention runs by itself after the first append and then every PRUNE_INTERVAL_S.
+
     A store that cannot be opened (corrupt, unwritable) does not stop the service: it is reported
     DOWN and tried again at most every REOPEN_INTERVAL_S on the next call. Only another process
     holding it (StoreLockedError) is fatal, because two services would fight over one outbox.
@@ -367,6 +371,7 @@ class AsyncStore:
         self.health = health
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._next_open = 0.0
+        self._next_prune = 0.0
 
     @classmethod
     def from_settings(cls, settings: Settings, health: Component | None = None) -> AsyncStore:
@@ -451,6 +456,10 @@ class AsyncStore:
             raise
         if self.health is not None:
             self.health.ok(detail=str(self.store.path))
+        if time.monotonic() >= self._next_prune:
+            self._next_prune = time.monotonic() + PRUNE_INTERVAL_S
+            with contextlib.suppress(StoreError):
+                self._ensure_open(self.store.prune)
         return reading_id
 
     def _report(self, exc: StoreError) -> None:

@@ -26,7 +26,7 @@ from powerwall_service.reading import Reading
 from powerwall_service.sinks.influx import InfluxWriteError, InfluxWriter, push_once
 from powerwall_service.sinks.line_protocol import point_line, stored_tag_value
 from powerwall_service.sinks.store import AsyncStore, Store
-from tests.fixtures.influx_servers import InfluxServer, VictoriaMetricsServer, unique_name
+from tests.fixtures.influx_servers import DelayProxy, InfluxServer, VictoriaMetricsServer, unique_name
 
 TRICKY_SITES = [
     "Home/Garage",
@@ -300,6 +300,61 @@ async def test_resending_the_same_reading_does_not_duplicate(
 async def test_push_once_raises_a_one_line_reason(influxd: InfluxServer) -> None:
     with pytest.raises(InfluxWriteError, match=r'answered 404: database not found: "no_such_db"$'):
         await push_once(v1_settings(influxd, "no_such_db"), readings(1)[0])
+
+
+async def test_a_server_error_is_retried_with_its_reason_in_health(
+    influxd: InfluxServer, tmp_path: Path
+) -> None:
+    db = influxd.create_database()
+    sent = readings(3)
+    async with running_writer(
+        v1_settings(influxd, db, influx_retention_policy="nope"), tmp_path / "s.db"
+    ) as (
+        writer,
+        store,
+    ):
+        await append_all(store, writer, sent)
+        await until(lambda: _async(writer.health.view().state is State.DEGRADED))
+        await asyncio.sleep(1.2)
+        assert (await store.status()).outbox_depth == 3
+    assert (
+        writer.health.view().last_error
+        == "InfluxDB at 127.0.0.1 answered 500: retention policy not found: nope"
+    )
+    assert writer.health.view().detail == "readings are kept in the local store"
+
+
+async def test_an_untrusted_certificate_names_the_setting(simulator: Callable[..., Any]) -> None:
+    gateway = simulator()
+    https = Settings(influx_url=gateway.base_url, influx_api="v1", influx_database="d", influx_timeout=5.0)
+    with pytest.raises(InfluxWriteError, match=r"TLS certificate not trusted.*INFLUX_VERIFY_TLS=false"):
+        await push_once(https, readings(1)[0])
+    with pytest.raises(InfluxWriteError, match="answered 404"):
+        await push_once(dataclasses.replace(https, influx_verify_tls=False), readings(1)[0])
+
+
+async def test_a_slow_influxdb_does_not_slow_the_store(
+    influxd: InfluxServer, delay_proxy: Callable[[str, float], DelayProxy], tmp_path: Path
+) -> None:
+    db = influxd.create_database()
+    proxy = delay_proxy(influxd.url, 1.0)
+    sent = readings(5)
+    loop = asyncio.get_running_loop()
+    async with running_writer(v1_settings(influxd, db, influx_url=proxy.url), tmp_path / "s.db") as (
+        writer,
+        store,
+    ):
+        slowest = 0.0
+        for r in sent:
+            started = loop.time()
+            await store.append(r)
+            writer.notify()
+            slowest = max(slowest, loop.time() - started)
+            await asyncio.sleep(0.2)
+        await until(lambda: drained(store))
+    assert slowest < 0.5, "an append waited for the slow InfluxDB"
+    assert proxy.requests >= 1
+    assert influxd.timestamps(db, "powerwall") == [r.timestamp_ns for r in sent]
 
 
 async def _async(value: bool) -> bool:

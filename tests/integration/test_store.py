@@ -246,3 +246,17 @@ async def test_history_answers_from_stored_readings_with_their_types(tmp_path: P
 
 if sys.platform != "linux":  # pragma: no cover - the lock and tmpfs tests are Linux facts
     pytestmark = pytest.mark.skip("Linux only")
+
+
+async def test_retention_runs_by_itself_when_the_service_appends(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    store = Store(path, 7, 100, influx_configured=False)
+    store.open()
+    for i in range(3):
+        store.append(reading(NOW - timedelta(days=8, seconds=-i), i))
+    store.close()
+    service_store = AsyncStore(Store(path, 7, 100, influx_configured=False))
+    await service_store.open()
+    await service_store.append(reading(NOW))
+    assert (await service_store.status()).readings == 1
+    await service_store.close()
