@@ -59,7 +59,7 @@ class SecretFilter(logging.Filter):
 
 
 def _encodings(secret: str) -> set[str]:
-    return {secret, quote(secret, safe=""), quote_plus(secret), json.dumps(secret)[1:-1]}
+    return {secret, quote(secret, safe=""), quote(secret), quote_plus(secret), json.dumps(secret)[1:-1]}
 
 
 class RepeatFilter(logging.Filter):
