@@ -1,6 +1,6 @@
 """Fault injection: the bytes each fault puts on the wire, and how the real pypowerwall reacts.
 
-Each fault kind is shown twice. First at the wire, over a raw TLS socket (so a reset is seen as a
+Each fault kind is shown first at the wire, over a raw TLS socket (so a reset is seen as a
 TCP RST and a silent gateway as an open connection with nothing on it). Then through pypowerwall
 0.22.2 in-process, in local mode (customer password) and in full TEDAPI mode (gateway password),
 where the reaction must be the one the reference documents (§2.2, §5.2). pypowerwall runs with a
@@ -380,7 +380,7 @@ def test_local_transport_failures_give_none_within_the_timeout(
     gateway.add_fault(path=SOE, **rule)
     level, took = timed(pw.level)
     assert level is None
-    assert at_least_s <= took < TIMEOUT_S + 1.0
+    assert at_least_s <= took < TIMEOUT_S + 2.0
     gateway.clear_faults()
     assert pw.level() == gateway.state()["battery_percentage"]
 
@@ -445,7 +445,7 @@ def test_tedapi_transport_failures_on_post_give_none_without_retries(
     posts = hits(gateway, "/tedapi/v1")
     level, took = timed(pw.level)
     assert level is None
-    assert at_least_s <= took < TIMEOUT_S + 1.0
+    assert at_least_s <= took < TIMEOUT_S + 2.0
     assert hits(gateway, "/tedapi/v1") == posts + 1, "urllib3 does not retry a POST"
     gateway.clear_faults()
     assert pw.level() == pytest.approx(truth)
@@ -479,7 +479,7 @@ def test_tedapi_forbidden_din_leaves_no_client(
     )
     assert pw.client is None
     assert pw.level() is None
-    assert took < 2
+    assert took < 5, "refused at once, not retried for 30 s"
 
 
 def test_tedapi_connect_waits_out_a_retry_after_on_get(
