@@ -9,7 +9,9 @@ code changes; the child rebuilds the same settings from the environment this pro
 from __future__ import annotations
 
 import os
+import signal
 import sys
+from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
@@ -63,12 +65,21 @@ def run_serve(settings: Settings, host: str | None, port: int | None, reload: bo
             timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
         )
     )
+    # After its graceful shutdown uvicorn raises the signal that stopped it again, so that the
+    # default action runs; a stop that was asked for and done cleanly exits 0 instead.
+    signal.signal(signal.SIGTERM, _ignore)
     try:
         server.run()
+    except KeyboardInterrupt:
+        return 0
     except SystemExit:
         # uvicorn exits this way when the app refused to start; the reason is already logged.
         return 1
     return 0
+
+
+def _ignore(_signum: int, _frame: FrameType | None) -> None:
+    """The SIGTERM handler uvicorn leaves in place once it has stopped the service."""
 
 
 def reload_app() -> FastAPI:

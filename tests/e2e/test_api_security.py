@@ -4,6 +4,7 @@ and no secret in any log line, response or error, even at DEBUG.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote, quote_plus
@@ -13,11 +14,12 @@ import pytest
 
 from tests.fixtures.influx_servers import VictoriaMetricsServer
 from tests.fixtures.processes import PYTHON, ManagedProcess, free_port
-from tests.fixtures.service_process import ServeProcess, serve_env
-from tests.fixtures.simulator import Simulator
+from tests.fixtures.service_process import ServeProcess, serve_env, start_serve
+from tests.fixtures.simulator import Simulator, start_simulator
 
 SERVE = [PYTHON, "-m", "powerwall_service.cli", "serve"]
 TOKEN = "tok-Zq8v1Lr4Wc0x"
+STOP_WITHIN_S = 5.0
 
 
 def exit_of(process: ManagedProcess, timeout: float = 30.0) -> int:
@@ -49,25 +51,18 @@ def test_api_beyond_loopback_without_token_refuses_to_start(
     assert "API_TOKEN" in lines[0]
 
 
-def test_with_a_token_the_api_may_listen_beyond_loopback(
-    serve_factory: Callable[..., ServeProcess], simulator: Callable[..., Simulator]
-) -> None:
-    sim = simulator()
-    serve = serve_factory(
-        f"127.0.0.1:{sim.port}",
+@pytest.fixture(scope="module")
+def guarded(
+    module_processes: Callable[..., ManagedProcess], tmp_path_factory: pytest.TempPathFactory
+) -> ServeProcess:
+    """A service with API_TOKEN set, listening on every interface (allowed because of the token)."""
+    sim = start_simulator(module_processes)
+    serve = start_serve(
+        module_processes,
+        sim.host,
+        tmp_path_factory.mktemp("guarded"),
         PW_CUSTOMER_PASSWORD=sim.customer_password,
         API_HOST="0.0.0.0",
-        API_TOKEN=TOKEN,
-    )
-    assert serve.get("/health/live").status_code == 200
-
-
-@pytest.fixture
-def guarded(serve_factory: Callable[..., ServeProcess], simulator: Callable[..., Simulator]) -> ServeProcess:
-    sim = simulator()
-    serve = serve_factory(
-        f"127.0.0.1:{sim.port}",
-        PW_CUSTOMER_PASSWORD=sim.customer_password,
         API_TOKEN=TOKEN,
         PW_CACHE_EXPIRE="0",
     )
@@ -97,41 +92,39 @@ def test_gateway_reads_need_the_token(
 def test_the_right_token_reads_the_gateway_and_read_only_pages_need_none(guarded: ServeProcess) -> None:
     assert guarded.get("/snapshot/live").status_code == 200
     assert guarded.post("/poll", json={"push_to_influx": False}).status_code == 200
-    for path in ("/", "/health/live", "/config", "/snapshot", "/status", "/metrics", "/openapi.json"):
+    for path in (
+        "/",
+        "/health",
+        "/health/live",
+        "/config",
+        "/snapshot",
+        "/status",
+        "/metrics",
+        "/openapi.json",
+    ):
         assert guarded.get(path, auth=False).status_code == 200, path
     assert guarded.get("/config", auth=False).json()["API_TOKEN"] == "***"
+    assert guarded.get("/config", auth=False).json()["API_HOST"] == "0.0.0.0"
 
 
 def test_a_second_serve_on_the_same_store_refuses_with_one_clear_line(
-    serve_factory: Callable[..., ServeProcess],
-    process_factory: Callable[..., ManagedProcess],
-    simulator: Callable[..., Simulator],
-    tmp_path: Path,
+    guarded: ServeProcess, process_factory: Callable[..., ManagedProcess]
 ) -> None:
-    sim = simulator()
-    data_dir = tmp_path / "shared"
-    first = serve_factory(
-        f"127.0.0.1:{sim.port}", data_dir=data_dir, PW_CUSTOMER_PASSWORD=sim.customer_password
-    )
     second = process_factory(
         "serve-second",
         SERVE,
         env=serve_env(
-            f"127.0.0.1:{sim.port}",
-            data_dir,
-            free_port(),
-            PW_CUSTOMER_PASSWORD=sim.customer_password,
-            PW_LOG_LEVEL="WARNING",
+            "127.0.0.1:9", guarded.data_dir, free_port(), PW_CUSTOMER_PASSWORD="x", PW_LOG_LEVEL="WARNING"
         ),
-        cwd=data_dir,
+        cwd=guarded.data_dir,
     )
     assert exit_of(second) == 1
     errors = [line for line in second.log().splitlines() if " ERROR " in line]
     assert errors, second.log()
-    assert "store" in errors[0].lower()
     assert "in use by another process" in errors[0]
+    assert "STORE_PATH" in errors[0]
     assert "Traceback" not in second.log()
-    assert first.get("/health/live").status_code == 200
+    assert guarded.get("/health/live").status_code == 200
 
 
 def test_no_secret_in_any_log_line_response_or_error_at_debug(
@@ -139,7 +132,7 @@ def test_no_secret_in_any_log_line_response_or_error_at_debug(
     simulator: Callable[..., Simulator],
     victoria_metrics: VictoriaMetricsServer,
 ) -> None:
-    sim = simulator()
+    sim = simulator(flavour="pw2", gateway_password="Gw+Pass/8812", customer_password="Cu-P@ss 551")
     secrets = {
         "API_TOKEN": "api-Tq7#w+9&zz",
         "INFLUX_TOKEN": "influx-Kd2/8=vv",
@@ -187,7 +180,9 @@ def test_no_secret_in_any_log_line_response_or_error_at_debug(
     ]
     assert [a.status_code for a in answers[8:]] == [200, 200, 422, 422, 401, 422, 422, 404]
     serve.wait_for(lambda: victoria_metrics.export(r"powerwall_.*") != [], what="a point in VictoriaMetrics")
+    stopping = time.monotonic()
     assert serve.process.stop() == 0
+    assert time.monotonic() - stopping < STOP_WITHIN_S
     log = serve.log()
     assert " DEBUG " in log
     for secret in every_secret:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import resource
+import signal
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -18,10 +19,12 @@ from typing import Any
 import pytest
 
 from tests.fixtures.influx_servers import InfluxServer
-from tests.fixtures.service_process import ServeProcess
-from tests.fixtures.simulator import Simulator
+from tests.fixtures.processes import ManagedProcess
+from tests.fixtures.service_process import ServeProcess, start_serve
+from tests.fixtures.simulator import Simulator, start_simulator
 
 ANSWER_AT_ONCE_S = 0.5
+STOP_WITHIN_S = 5.0
 
 
 def timed_health(serve: ServeProcess) -> tuple[int, dict[str, Any], float]:
@@ -59,13 +62,35 @@ def test_before_the_first_poll_health_is_503_starting_and_answers_at_once(
     body = serve.wait_for_health(200, timeout=20)
     assert body["components"]["powerwall"]["state"] == "ok"
 
+    serve.process.signal(signal.SIGINT)  # Ctrl-C: a clean stop, not a traceback
+    assert serve.process.proc is not None
+    assert serve.process.proc.wait(timeout=STOP_WITHIN_S) == 0
+    assert "Traceback" not in serve.log()
+
+
+@pytest.fixture(scope="module")
+def shared(
+    module_processes: Callable[..., ManagedProcess], tmp_path_factory: pytest.TempPathFactory
+) -> ServeProcess:
+    """One service for the tests that break the gateway or the store and then repair them."""
+    gateway = start_simulator(module_processes)
+    serve = start_serve(
+        module_processes,
+        gateway.host,
+        tmp_path_factory.mktemp("health"),
+        PW_CUSTOMER_PASSWORD=gateway.customer_password,
+        PW_REQUEST_TIMEOUT="3",
+        PW_LOG_LEVEL="ERROR",
+    )
+    return serve, gateway
+
 
 @pytest.mark.parametrize("fault", ["down", "hang"])
 def test_gateway_failure_makes_health_503_naming_powerwall_then_200(
-    serve_factory: Callable[..., ServeProcess], sim: Simulator, fault: str
+    shared: tuple[ServeProcess, Simulator], fault: str
 ) -> None:
-    serve = serve_factory(sim.host, PW_CUSTOMER_PASSWORD=sim.customer_password, PW_REQUEST_TIMEOUT="3")
-    serve.wait_for_health(200)
+    serve, sim = shared
+    serve.wait_for_health(200, timeout=30)
 
     sim.put_state(**{fault: True})
     body = serve.wait_for_health(503)
@@ -75,7 +100,7 @@ def test_gateway_failure_makes_health_503_naming_powerwall_then_200(
         assert any("old" in reason for reason in body["reasons"]), body["reasons"]
     else:
         assert any(reason.startswith("powerwall is down") for reason in body["reasons"]), body["reasons"]
-    _status, body, elapsed = timed_health(serve)
+    _, body, elapsed = timed_health(serve)
     assert elapsed < ANSWER_AT_ONCE_S, "health must not wait for the gateway"
     assert serve.get("/health/live").status_code == 200
     serve.wait_for(lambda: states(serve.get("/health").json())["powerwall"] == "down", what="powerwall down")
@@ -124,19 +149,20 @@ def test_influxdb_down_is_degraded_while_the_store_buffers_then_drains(
 
 @pytest.fixture
 def restore_limits() -> Iterator[list[int]]:
-    """Pids whose file-size limit a test lowered; lifted again whatever happens."""
+    """Pids whose file-size limit a test lowers; set back to the hard limit whatever happens."""
     pids: list[int] = []
     yield pids
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
-            resource.prlimit(pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+            _, hard = resource.prlimit(pid, resource.RLIMIT_FSIZE)
+            resource.prlimit(pid, resource.RLIMIT_FSIZE, (hard, hard))
 
 
 def test_a_full_store_makes_health_503_naming_the_store_and_polling_goes_on(
-    serve_factory: Callable[..., ServeProcess], sim: Simulator, restore_limits: list[int]
+    shared: tuple[ServeProcess, Simulator], restore_limits: list[int]
 ) -> None:
-    serve = serve_factory(sim.host, PW_CUSTOMER_PASSWORD=sim.customer_password, PW_LOG_LEVEL="ERROR")
-    serve.wait_for_health(200)
+    serve, _ = shared
+    serve.wait_for_health(200, timeout=30)
     pid = serve.process.pid
     restore_limits.append(pid)
     _, hard = resource.prlimit(pid, resource.RLIMIT_FSIZE)
