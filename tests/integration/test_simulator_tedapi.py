@@ -46,6 +46,14 @@ def no_ca_bundle(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 FIRMWARE = {"pw2": "25.10.1", "pw3": "25.42.2"}
+ENERGY_COUNTERS = (
+    ("site_energy_imported_wh", "site", "imported"),
+    ("site_energy_exported_wh", "site", "exported"),
+    ("solar_energy_exported_wh", "solar", "exported"),
+    ("battery_energy_imported_wh", "battery", "imported"),
+    ("battery_energy_exported_wh", "battery", "exported"),
+    ("load_energy_imported_wh", "load", "imported"),
+)
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +156,12 @@ def test_full_tedapi_mode_reads_the_truth(
         "load": truth["load_power_w"],
     }
     assert pw.level() == truth["battery_percentage"]
+    # Lifetime energies are not in TEDAPI: pypowerwall merges them from /api/meters/aggregates,
+    # logged in as customer with the gateway password's last 5 characters.
+    aggregates = pw.poll("/api/meters/aggregates")
+    assert {
+        key: aggregates[location][f"energy_{direction}"] for key, location, direction in ENERGY_COUNTERS
+    } == {key: truth[key] for key, _, _ in ENERGY_COUNTERS}
     assert pw.grid_status() == "UP"
     assert pw.site_name() == truth["site_name"]
     assert pw.din() == truth["din"]
