@@ -248,3 +248,15 @@ def test_a_wrong_gateway_password_leaves_pypowerwall_unconnected(
     pw = connect(pw3, tmp_path, gw_pwd="NOT-THE-PASSWORD")
     assert pw.client is None
     assert pw.level() is None
+
+
+def test_a_changed_gateway_password_locks_out_the_old_one(pw2: Simulator) -> None:
+    """A firmware update that resets the gateway password (reference §5.1) ends TEDAPI access."""
+    old = pw2.gateway_password
+    pw2.put_state(gateway_password="NEWGATEWAYPW")
+    try:
+        assert get(pw2, "/tedapi/din", basic(old)).status_code == 403
+        assert get(pw2, "/tedapi/din", basic("NEWGATEWAYPW")).status_code == 200
+    finally:
+        pw2.put_state(gateway_password=old)
+    assert get(pw2, "/tedapi/din", basic(old)).status_code == 200
