@@ -27,6 +27,7 @@ from pypowerwall.tedapi import tedapi_pb2
 
 from powerwall_service.simulator.home import (
     GRID_CONNECTED,
+    STRING_CAPACITY_W,
     HomeConfig,
     HomeState,
     InverterSpec,
@@ -136,7 +137,10 @@ def config_json(config: HomeConfig, state: HomeState, din: str) -> Json:
         "default_real_mode": state.real_mode,
         "meters": [],
         "solars": [
-            {"brand": "Tesla", "power_rating_watts": round(sum(s.weight for s in inv.strings) * 2000.0)}
+            {
+                "brand": "Tesla",
+                "power_rating_watts": round(sum(STRING_CAPACITY_W * s.weight for s in inv.strings)),
+            }
             for inv in solars
         ],
         "customer": {},
