@@ -3,7 +3,8 @@
 It runs as its own task, woken by `notify()` after each append, so a slow or dead InfluxDB delays
 nothing else. A batch is marked sent only after the server acknowledged it. A 400 (bad data) or
 413 (too large) splits the batch in halves until the offending point is alone; that point is set
-aside in the store with the server's reason and the rest is delivered. Everything else that fails
+aside in the store with the server's reason and the rest is delivered (provided the server takes
+an empty write, i.e. the request itself is sound). Everything else that fails
 (401/403, 404, 429, 5xx, network, TLS) keeps the batch in the store and is retried with capped
 exponential back-off, honouring Retry-After, with the reason in health. Re-sending after a crash
 cannot duplicate: a point's identity is its measurement, tags and timestamp, which never change.
@@ -225,7 +226,9 @@ class InfluxWriter:
         """One rejected reading: send its points one by one and set aside those rejected.
 
         Nothing is recorded until every point has an answer, so a network failure half-way
-        leaves the reading unsent and it is tried again whole.
+        leaves the reading unsent and it is tried again whole. A point is blamed only if the
+        server accepts an empty write with the same URL and headers: otherwise the request
+        itself is wrong (a configuration error), and setting every reading aside would be wrong.
         """
         rejected: list[tuple[str, str]] = []
         for line in lines:
@@ -234,6 +237,10 @@ class InfluxWriter:
                 return failure
             if failure is not None:
                 rejected.append((line, failure.reason))
+        if rejected:
+            request_fault = await self.endpoint.post(client, [])
+            if request_fault is not None:
+                return request_fault
         for line, reason in rejected:
             await self.store.set_aside(reading_id, reason, line)
         await self._delivered([reading_id], len(lines) - len(rejected))
