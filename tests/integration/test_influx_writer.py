@@ -336,6 +336,29 @@ async def test_an_untrusted_certificate_names_the_setting(simulator: Callable[..
         await push_once(dataclasses.replace(https, influx_verify_tls=False), readings(1)[0])
 
 
+async def test_retry_after_is_honoured(simulator: Callable[..., Any], tmp_path: Path) -> None:
+    """An HTTP server that answers 429 with Retry-After (the simulator's fault injection; any other
+    path of it answers 404, so the retry shows as a change of reason)."""
+    server = simulator()
+    server.add_fault(path="/write", status=429, retry_after=2.5, count=1)
+    https = Settings(
+        influx_url=server.base_url,
+        influx_api="v1",
+        influx_database="d",
+        influx_verify_tls=False,
+        influx_timeout=5.0,
+    )
+    loop = asyncio.get_running_loop()
+    async with running_writer(https, tmp_path / "s.db") as (writer, store):
+        await append_all(store, writer, readings(1))
+        await until(lambda: _async("answered 429" in (writer.health.view().last_error or "")))
+        limited = loop.time()
+        await until(lambda: _async("answered 404" in (writer.health.view().last_error or "")))
+        waited = loop.time() - limited
+        assert (await store.status()).outbox_depth == 1
+    assert 2.3 < waited < 4.0
+
+
 async def test_a_slow_influxdb_does_not_slow_the_store(
     influxd: InfluxServer, delay_proxy: Callable[[str, float], DelayProxy], tmp_path: Path
 ) -> None:
