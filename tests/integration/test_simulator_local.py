@@ -7,7 +7,9 @@ served, and nothing for every method marked not served.
 
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -19,7 +21,7 @@ import pypowerwall
 import pytest
 from pypowerwall.local.exceptions import LoginError
 
-from tests.fixtures.processes import REPO_ROOT
+from tests.fixtures.processes import PYTHON, REPO_ROOT, free_port
 from tests.fixtures.simulator import ControlError, Simulator
 
 METHODS = (
@@ -424,3 +426,39 @@ def test_put_state_rejects_changes_in_the_fixture_with_the_reason(
     sim = simulator()
     with pytest.raises(ControlError, match="unknown key"):
         sim.put_state(nonsense=True)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_the_simulator_says_where_it_listens_and_stops_cleanly(
+    simulator: Callable[..., Simulator], sig: signal.Signals
+) -> None:
+    sim = simulator(flavour="pw2", firmware="23.28.2", frozen=False)
+    assert (
+        f"simulated Powerwall gateway (pw2, firmware 23.28.2) listening on https://127.0.0.1:{sim.port} "
+        f"[control: https://127.0.0.1:{sim.control_port}/_sim/]"
+    ) in sim.process.log()
+    sim.process.signal(sig)
+    assert sim.process.proc is not None
+    assert sim.process.proc.wait(timeout=10) == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--firmware", "latest"], "firmware must look like 25.10.1"),
+        (["--powerwalls", "0"], "--powerwalls must be between 1 and 12"),
+        (["--cert", "/nonexistent.pem"], "--cert and --key go together"),
+    ],
+)
+def test_bad_arguments_get_one_line_and_exit_2(args: list[str], message: str) -> None:
+    result = subprocess.run(
+        [PYTHON, "-m", "powerwall_service.cli", "simulate", "--port", str(free_port()), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO_ROOT,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
