@@ -286,8 +286,18 @@ def create_app(service: PowerwallService) -> FastAPI:
         responses={422: {"description": "Unknown metric, bad range or too many points"}},
     )
     async def history(
-        metric: Annotated[list[str], Query(min_length=1, description="catalogue name; repeat for more")],
-        since: Annotated[datetime, Query(description="ISO 8601 start (UTC if no offset)")],
+        metric: Annotated[
+            list[str],
+            Query(
+                min_length=1,
+                description="catalogue name (docs/metrics.md); repeat for more",
+                examples=[["site_power_w", "battery_percentage"]],
+            ),
+        ],
+        since: Annotated[
+            datetime,
+            Query(description="ISO 8601 start (UTC if no offset)", examples=["2026-01-01T00:00:00Z"]),
+        ],
         until: Annotated[datetime | None, Query(description="ISO 8601 end (default: now)")] = None,
         step: Annotated[
             float | None, Query(gt=0, description="average over buckets of this many seconds")
