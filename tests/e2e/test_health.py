@@ -71,7 +71,7 @@ def test_before_the_first_poll_health_is_503_starting_and_answers_at_once(
 @pytest.fixture(scope="module")
 def shared(
     module_processes: Callable[..., ManagedProcess], tmp_path_factory: pytest.TempPathFactory
-) -> ServeProcess:
+) -> tuple[ServeProcess, Simulator]:
     """One service for the tests that break the gateway or the store and then repair them."""
     gateway = start_simulator(module_processes)
     serve = start_serve(
