@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from pathlib import Path
 from types import FrameType
 
 import uvicorn
@@ -48,6 +49,7 @@ def run_serve(settings: Settings, host: str | None, port: int | None, reload: bo
             f"{__name__}:reload_app",
             factory=True,
             reload=True,
+            reload_dirs=[str(Path(__file__).parent)],
             host=listen_host,
             port=listen_port,
             log_config=None,

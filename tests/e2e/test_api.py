@@ -292,3 +292,16 @@ def test_a_second_live_read_within_cache_expire_gets_429_and_no_gateway_request(
     time.sleep(int(second.headers["retry-after"]))
     assert service.post("/poll").status_code == 200
     assert sent() > after_first
+
+
+def test_serve_reload_runs_the_app_with_the_same_configuration_and_stops_on_sigterm(
+    serve_factory: Callable[..., ServeProcess],
+) -> None:
+    service = serve_factory("127.0.0.1:9", args=["--reload"], PW_CUSTOMER_PASSWORD="x", PW_POLL_INTERVAL="7")
+    config = service.get("/config").json()
+    assert config["PW_POLL_INTERVAL"] == 7.0
+    assert config["PW_HOST"] == "127.0.0.1:9"
+    stopping = time.monotonic()
+    assert service.process.stop() == 0
+    assert time.monotonic() - stopping < 5.0
+    assert "Will watch for changes" in service.log()
