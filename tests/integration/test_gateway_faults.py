@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +33,8 @@ from powerwall_service.gateway.errors import (
 )
 from powerwall_service.health import Component, State
 from powerwall_service.snapshot import Snapshot
-from tests.fixtures.simulator import Simulator
+from tests.fixtures.processes import ManagedProcess, clean_env
+from tests.fixtures.simulator import Simulator, start_simulator
 
 DEADLINE_S = 2.0
 INTERVAL_S = 0.5
@@ -41,10 +43,49 @@ AGGREGATES = "/api/meters/aggregates"
 TEDAPI = "/tedapi/v1"
 
 
+FLAVOUR = {"local": "pw2", "tedapi": "pw3"}
+BOTH_MODES = [("local", "local"), ("tedapi", "tedapi")]
+
+
 @pytest.fixture(autouse=True)
 def no_ca_bundle(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
     monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Simulator]]:
+    """One frozen simulator per mode for the whole module: starting one costs seconds."""
+    logs = tmp_path_factory.mktemp("simulators")
+    processes: list[ManagedProcess] = []
+
+    def start(name: str, argv: list[str], cwd: Path) -> ManagedProcess:
+        process = ManagedProcess(name, argv, logs / f"{name}.log", env=clean_env(), cwd=cwd).start()
+        processes.append(process)
+        return process
+
+    try:
+        yield {mode: start_simulator(start, flavour=flavour) for mode, flavour in FLAVOUR.items()}
+    finally:
+        for process in processes:
+            process.stop()
+
+
+@pytest.fixture
+def gateway(shared: dict[str, Simulator], request: pytest.FixtureRequest) -> Simulator:
+    """The mode's simulator, healthy again, once the calls earlier tests abandoned have ended."""
+    ending = time.monotonic() + 15
+    while any(t.name.startswith("powerwall-") for t in threading.enumerate()) and time.monotonic() < ending:
+        time.sleep(0.1)
+    sim = shared[request.param]
+    sim.clear_faults()
+    sim.put_state(
+        down=False,
+        hang=False,
+        customer_password=sim.customer_password,
+        gateway_password=sim.gateway_password,
+    )
+    return sim
 
 
 def settings_for(sim: Simulator, mode: str, data_dir: Path) -> Settings:
@@ -133,7 +174,7 @@ def assert_truthful(snapshot: Snapshot, truth: dict[str, Any]) -> None:
     for item in fields(snapshot):
         value = getattr(snapshot, item.name)
         if isinstance(value, float) and value == 0:
-            assert item.name.endswith("_power_w") and truth.get(item.name) == 0, f"{item.name} is a made-up 0"
+            assert truth.get(item.name) == 0, f"{item.name} is a made-up 0"
 
 
 async def recover(client: GatewayClient, truth: dict[str, Any]) -> int:
@@ -183,7 +224,9 @@ async def run_fault(sim: Simulator, mode: str, fault: Fault, tmp_path: Path) -> 
         await recover(client, truth)
         assert client.consecutive_failures == 0
         assert health.view().state is State.OK
-        assert client.last_success is not None and client.last_success > before
+        assert client.last_success is not None
+        assert before is not None
+        assert client.last_success > before
     finally:
         await client.close()
 
@@ -192,25 +235,22 @@ def truth_password(sim: Simulator, key: str) -> str:
     return sim.customer_password if key == "customer_password" else sim.gateway_password
 
 
+@pytest.mark.parametrize("gateway", ["local"], indirect=True)
 @pytest.mark.parametrize("fault", local_faults(), ids=lambda f: f.name)
-async def test_local_mode_survives(simulator: Callable[..., Simulator], fault: Fault, tmp_path: Path) -> None:
-    sim = simulator(flavour="pw2", firmware="25.10.1", powerwalls=1)
-    await run_fault(sim, "local", fault, tmp_path)
+async def test_local_mode_survives(gateway: Simulator, fault: Fault, tmp_path: Path) -> None:
+    await run_fault(gateway, "local", fault, tmp_path)
 
 
+@pytest.mark.parametrize("gateway", ["tedapi"], indirect=True)
 @pytest.mark.parametrize("fault", tedapi_faults(), ids=lambda f: f.name)
-async def test_tedapi_mode_survives(
-    simulator: Callable[..., Simulator], fault: Fault, tmp_path: Path
-) -> None:
-    sim = simulator(flavour="pw3", firmware="25.10.1", powerwalls=1)
-    await run_fault(sim, "tedapi", fault, tmp_path)
+async def test_tedapi_mode_survives(gateway: Simulator, fault: Fault, tmp_path: Path) -> None:
+    await run_fault(gateway, "tedapi", fault, tmp_path)
 
 
-async def test_tedapi_ignores_a_wrong_content_type(
-    simulator: Callable[..., Simulator], tmp_path: Path
-) -> None:
+@pytest.mark.parametrize("gateway", ["tedapi"], indirect=True)
+async def test_tedapi_ignores_a_wrong_content_type(gateway: Simulator, tmp_path: Path) -> None:
     """pypowerwall's TEDAPI never looks at Content-Type: the protobuf body still reads right."""
-    sim = simulator(flavour="pw3", firmware="25.10.1", powerwalls=1)
+    sim = gateway
     client = GatewayClient(settings_for(sim, "tedapi", tmp_path))
     try:
         sim.add_fault(path=TEDAPI, content_type="text/html")
@@ -221,11 +261,13 @@ async def test_tedapi_ignores_a_wrong_content_type(
         await client.close()
 
 
-@pytest.mark.parametrize("mode", ["local", "tedapi"])
+@pytest.mark.parametrize(
+    ("gateway", "mode"), [("local", "local"), ("tedapi", "tedapi")], indirect=["gateway"]
+)
 async def test_a_429_silences_the_client_until_its_retry_after(
-    simulator: Callable[..., Simulator], mode: str, tmp_path: Path
+    gateway: Simulator, mode: str, tmp_path: Path
 ) -> None:
-    sim = simulator(flavour="pw2", firmware="25.10.1", powerwalls=1)
+    sim = gateway
     truth = sim.state()
     client = GatewayClient(settings_for(sim, mode, tmp_path))
     retry_after = 2.0
@@ -254,11 +296,13 @@ async def test_a_429_silences_the_client_until_its_retry_after(
         await client.close()
 
 
-@pytest.mark.parametrize("mode", ["local", "tedapi"])
+@pytest.mark.parametrize(
+    ("gateway", "mode"), [("local", "local"), ("tedapi", "tedapi")], indirect=["gateway"]
+)
 async def test_three_auth_failures_force_exactly_one_full_reconnect(
-    simulator: Callable[..., Simulator], mode: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    gateway: Simulator, mode: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    sim = simulator(flavour="pw2", firmware="25.10.1", powerwalls=1)
+    sim = gateway
     truth = sim.state()
     client = GatewayClient(settings_for(sim, mode, tmp_path))
     caplog.set_level(logging.INFO, logger="powerwall_service.gateway.client")
