@@ -12,6 +12,7 @@ import json
 import secrets
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
@@ -29,7 +30,6 @@ PW3_LOCAL_PATHS = frozenset(
 )
 
 SIM_KEY: web.AppKey[Simulation] = web.AppKey("simulation", Simulation)
-SESSIONS_KEY: web.AppKey[Sessions] = web.AppKey("sessions", object)  # type: ignore[arg-type]
 
 
 class Sessions:
@@ -56,6 +56,9 @@ class Sessions:
         if password != self._password_seen:
             self._tokens.clear()
             self._password_seen = password
+
+
+SESSIONS_KEY = web.AppKey("sessions", Sessions)
 
 
 def json_response(body: Any, status: int = 200) -> web.Response:
@@ -194,8 +197,6 @@ def status(sim: Simulation, state: HomeState) -> dict[str, Any]:
 
 
 def _gateway_time(when: datetime, timezone: str) -> str:
-    from zoneinfo import ZoneInfo
-
     return when.astimezone(ZoneInfo(timezone)).strftime("%Y-%m-%d %H:%M:%S %z")
 
 
@@ -317,7 +318,8 @@ def solar_powerwall(sim: Simulation, state: HomeState) -> dict[str, Any]:
     }
 
 
-def _handler(request: web.Request) -> web.Response:
+async def get_endpoint(request: web.Request) -> web.Response:
+    """Any authenticated GET: 404 for what this flavour and firmware lack, 401 without a session."""
     sim = request.app[SIM_KEY]
     path = request.path
     if sim.config.flavour == "pw3" and path not in PW3_LOCAL_PATHS:
@@ -334,12 +336,8 @@ def _handler(request: web.Request) -> web.Response:
     return json_response(_body(path, sim, state))
 
 
-async def get_endpoint(request: web.Request) -> web.Response:
-    return _handler(request)
-
-
 def _body(path: str, sim: Simulation, state: HomeState) -> Any:
-    """The JSON body of a local API endpoint, or None for a path the gateway does not know."""
+    """The JSON body of a local API endpoint (routes exist only for the paths matched here)."""
     match path:
         case "/api/meters/aggregates":
             return aggregates(sim, state)

@@ -35,7 +35,7 @@ def build_app(sim: Simulation, gateway: GatewayServer, *, gateway_port: bool) ->
         if gateway_port
         else []
     )
-    app = web.Application(middlewares=[*middlewares, control.guard])
+    app = web.Application(middlewares=[*middlewares, control.guard, _json_errors])
     app[SIM_KEY] = sim
     app[SESSIONS_KEY] = gateway.sessions
     app[control.COUNTS_KEY] = gateway.counts
@@ -51,6 +51,19 @@ def build_app(sim: Simulation, gateway: GatewayServer, *, gateway_port: bool) ->
 
 def _tedapi_view(sim: Simulation) -> tedapi.Gateway:
     return tedapi.Gateway(sim.config, sim.now(), sim.firmware, sim.secrets.gateway_password, sim.din)
+
+
+@web.middleware
+async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Unknown paths and methods get a JSON error like the gateway's, never aiohttp's text page."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return local_api.json_response(
+            {"code": exc.status, "error": exc.reason, "message": exc.reason}, exc.status
+        )
 
 
 def _count(counts: Counter[str]) -> Middleware:

@@ -307,12 +307,15 @@ def test_login_gives_cookies_and_a_token_that_both_work(simulator: Callable[...,
         )
         pw3_missing = client.get("/api/status", headers={"Authorization": f"Bearer {token}"})
         portal = client.get("/")
+        unknown = client.get("/api/no/such/thing")
     truth = sim.state()
     for response in (by_cookie, by_bearer, duplicated):
         assert response.status_code == 200
         assert response.json() == {"percentage": truth["battery_percentage"]}
     assert pw3_missing.status_code == 404
     assert portal.status_code == 404
+    assert unknown.status_code == 404
+    assert unknown.json() == {"code": 404, "error": "Not Found", "message": "Not Found"}
 
 
 def test_a_password_reset_ends_the_sessions(simulator: Callable[..., Simulator], tmp_path: Path) -> None:
