@@ -11,7 +11,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,8 +21,8 @@ import pypowerwall
 import pytest
 from pypowerwall.local.exceptions import LoginError
 
-from tests.fixtures.processes import PYTHON, REPO_ROOT, free_port
-from tests.fixtures.simulator import ControlError, Simulator
+from tests.fixtures.processes import PYTHON, REPO_ROOT, ManagedProcess, free_port
+from tests.fixtures.simulator import ControlError, Simulator, start_simulator
 
 METHODS = (
     "power",
@@ -193,6 +193,28 @@ def local_client(sim: Simulator, tmp_path: Path, password: str | None = None) ->
     )
 
 
+@pytest.fixture(scope="module")
+def shared_pw2(module_processes: Callable[..., ManagedProcess]) -> Simulator:
+    """One pw2 gateway before firmware 23.44 (every local endpoint, vitals too) for this module."""
+    return start_simulator(module_processes, flavour="pw2", firmware="23.28.2", powerwalls=2)
+
+
+@pytest.fixture
+def pw2(shared_pw2: Simulator) -> Iterator[Simulator]:
+    """The shared pw2 gateway, up, answering, frozen, with no pins; put back so after the test."""
+    shared_pw2.put_state(frozen=True, down=False, hang=False)
+    shared_pw2.delete_state()
+    yield shared_pw2
+    shared_pw2.put_state(
+        frozen=True,
+        down=False,
+        hang=False,
+        firmware="23.28.2",
+        customer_password=shared_pw2.customer_password,
+        gateway_password=shared_pw2.gateway_password,
+    )
+
+
 def test_the_readme_table_covers_every_local_combination() -> None:
     table = served_table()
     for flavour in ("pw2", "pw3"):
@@ -220,8 +242,8 @@ def test_pypowerwall_local_mode_reads_what_the_table_says(
     assert sim.state() == truth, "a frozen simulator must not move"
 
 
-def test_an_outage_shows_in_every_local_reading(simulator: Callable[..., Simulator], tmp_path: Path) -> None:
-    sim = simulator(flavour="pw2", firmware="23.28.2")
+def test_an_outage_shows_in_every_local_reading(pw2: Simulator, tmp_path: Path) -> None:
+    sim = pw2
     truth = sim.put_state(grid_status="SystemIslandedActive", time=NOON)
     assert truth["site_power_w"] == 0.0
     assert truth["site_voltage_v"] == 0.0
@@ -236,10 +258,8 @@ def test_an_outage_shows_in_every_local_reading(simulator: Callable[..., Simulat
     assert restored["alerts"] == ["SystemConnectedToGrid"]
 
 
-def test_a_changed_charge_keeps_every_endpoint_consistent(
-    simulator: Callable[..., Simulator], tmp_path: Path
-) -> None:
-    sim = simulator(flavour="pw2", firmware="23.28.2", powerwalls=3)
+def test_a_changed_charge_keeps_every_endpoint_consistent(pw2: Simulator, tmp_path: Path) -> None:
+    sim = pw2
     truth = sim.put_state(battery_percentage=42.5)
     assert truth["battery_percentage"] == pytest.approx(42.5)
     assert truth["nominal_energy_remaining_wh"] == pytest.approx(0.425 * truth["nominal_full_pack_energy_wh"])
@@ -254,10 +274,8 @@ def test_a_changed_charge_keeps_every_endpoint_consistent(
     )
 
 
-def test_pinned_flows_balance_and_reach_pypowerwall(
-    simulator: Callable[..., Simulator], tmp_path: Path
-) -> None:
-    sim = simulator(flavour="pw2", firmware="25.10.1")
+def test_pinned_flows_balance_and_reach_pypowerwall(pw2: Simulator, tmp_path: Path) -> None:
+    sim = pw2
     truth = sim.put_state(solar_power_w=4000.0, site_power_w=-1500.0)
     assert truth["solar_power_w"] == 4000.0
     assert truth["load_power_w"] == pytest.approx(truth["site_power_w"] + truth["battery_power_w"] + 4000.0)
@@ -268,8 +286,9 @@ def test_pinned_flows_balance_and_reach_pypowerwall(
     assert after["site_power_w"] != -1500.0
 
 
-def test_a_wrong_password_gets_the_gateways_401(simulator: Callable[..., Simulator], tmp_path: Path) -> None:
-    sim = simulator(flavour="pw2")
+def test_a_wrong_password_gets_the_gateways_401(pw2: Simulator, tmp_path: Path) -> None:
+    sim = pw2
+    before = sim.requests()
     with httpx.Client(base_url=sim.base_url, verify=False) as client:  # noqa: S501
         form = client.post(
             "/api/login/Basic", data={"username": "customer", "password": "wrong", "email": "a@b"}
@@ -285,8 +304,8 @@ def test_a_wrong_password_gets_the_gateways_401(simulator: Callable[..., Simulat
     with pytest.raises(LoginError):
         local_client(sim, tmp_path, password="wrong").level()
     counts = sim.requests()
-    assert counts["/api/login/Basic"] == 3
-    assert counts["/api/meters/aggregates"] == 1
+    assert counts["/api/login/Basic"] - before.get("/api/login/Basic", 0) == 3
+    assert counts["/api/meters/aggregates"] - before.get("/api/meters/aggregates", 0) == 1
 
 
 def test_login_gives_cookies_and_a_token_that_both_work(simulator: Callable[..., Simulator]) -> None:
@@ -318,8 +337,8 @@ def test_login_gives_cookies_and_a_token_that_both_work(simulator: Callable[...,
     assert unknown.json() == {"code": 404, "error": "Not Found", "message": "Not Found"}
 
 
-def test_a_password_reset_ends_the_sessions(simulator: Callable[..., Simulator], tmp_path: Path) -> None:
-    sim = simulator(flavour="pw2")
+def test_a_password_reset_ends_the_sessions(pw2: Simulator, tmp_path: Path) -> None:
+    sim = pw2
     pw = local_client(sim, tmp_path)
     assert pw.level() is not None
     sim.put_state(customer_password="NEWPW")
@@ -333,8 +352,8 @@ def test_a_password_reset_ends_the_sessions(simulator: Callable[..., Simulator],
     }
 
 
-def test_a_firmware_update_removes_the_vitals(simulator: Callable[..., Simulator], tmp_path: Path) -> None:
-    sim = simulator(flavour="pw2", firmware="23.28.2")
+def test_a_firmware_update_removes_the_vitals(pw2: Simulator, tmp_path: Path) -> None:
+    sim = pw2
     assert local_client(sim, tmp_path).vitals()
     truth = sim.put_state(firmware="23.44.0")
     assert truth["firmware"].startswith("23.44.0 ")
@@ -362,8 +381,8 @@ BAD_CONTROL_REQUESTS = [
 ]
 
 
-def test_bad_control_requests_get_a_reason_and_change_nothing(simulator: Callable[..., Simulator]) -> None:
-    sim = simulator()
+def test_bad_control_requests_get_a_reason_and_change_nothing(pw2: Simulator) -> None:
+    sim = pw2
     before = sim.state()
     for body, status, reason in BAD_CONTROL_REQUESTS:
         response = httpx.put(f"{sim.control_url}/_sim/state", content=body, verify=False)  # noqa: S501
@@ -397,8 +416,8 @@ def _connect(port: int) -> socket.socket:
     return socket.create_connection(("127.0.0.1", port), timeout=1.0)
 
 
-def test_down_refuses_connections_and_up_reopens_the_same_port(simulator: Callable[..., Simulator]) -> None:
-    sim = simulator(flavour="pw2")
+def test_down_refuses_connections_and_up_reopens_the_same_port(pw2: Simulator) -> None:
+    sim = pw2
     assert sim.put_state(down=True)["down"] is True
     with pytest.raises(ConnectionRefusedError):
         _connect(sim.port)
@@ -413,20 +432,21 @@ def test_down_refuses_connections_and_up_reopens_the_same_port(simulator: Callab
     _connect(sim.port).close()
 
 
-def test_hang_accepts_and_never_answers(simulator: Callable[..., Simulator], tmp_path: Path) -> None:
-    sim = simulator(flavour="pw2")
+def test_hang_accepts_and_never_answers(pw2: Simulator, tmp_path: Path) -> None:
+    sim = pw2
+    before = sim.requests().get("/api/status", 0)
     sim.put_state(hang=True)
     with pytest.raises(httpx.ReadTimeout):
         httpx.get(f"{sim.base_url}/api/status", verify=False, timeout=0.5)  # noqa: S501
-    assert sim.requests()["/api/status"] == 1
+    assert sim.requests()["/api/status"] == before + 1
     sim.put_state(hang=False)
     assert local_client(sim, tmp_path).level() == sim.state()["battery_percentage"]
 
 
 def test_put_state_rejects_changes_in_the_fixture_with_the_reason(
-    simulator: Callable[..., Simulator],
+    pw2: Simulator,
 ) -> None:
-    sim = simulator()
+    sim = pw2
     with pytest.raises(ControlError, match="unknown key"):
         sim.put_state(nonsense=True)
 
