@@ -19,6 +19,11 @@ MAX_POINTS = 10_000
 """The most points per metric one answer may hold (a week of 5 s readings needs a step)."""
 
 
+EARLIEST = datetime(1678, 1, 1, tzinfo=UTC)
+LATEST = datetime(2262, 1, 1, tzinfo=UTC)
+"""Readings are kept with 64-bit nanosecond times; a range reaching beyond them is cut to them."""
+
+
 class HistoryError(ValueError):
     """A history request that cannot be answered; the message says why."""
 
@@ -40,6 +45,7 @@ class HistoryQuery:
             raise HistoryError("step must be a finite number of seconds")
         if until <= since:
             raise HistoryError("until must be after since")
+        since, until = min(max(since, EARLIEST), LATEST), min(max(until, EARLIEST), LATEST)
         for name in names:
             try:
                 definition = metric(name)

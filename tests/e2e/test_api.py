@@ -215,6 +215,22 @@ def test_history_returns_the_stored_readings_raw_and_averaged(
     assert averaged[0]["count"] == len(series["site_power_w"])
 
 
+def test_history_beyond_the_stored_time_range_is_cut_to_it(serve: ServeProcess) -> None:
+    answer = serve.get(
+        "/history",
+        params={
+            "metric": "site_power_w",
+            "since": "0215-05-17T17:06:10.5+00:31",
+            "until": "9999-01-01T00:00:00Z",
+        },
+    )
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["since"].startswith("1678-")
+    assert body["until"].startswith("2262-")
+    assert len(body["series"]["site_power_w"]) > 0
+
+
 @pytest.mark.parametrize(
     ("params", "reason"),
     [
