@@ -416,13 +416,17 @@ def _connect(port: int) -> socket.socket:
     return socket.create_connection(("127.0.0.1", port), timeout=1.0)
 
 
-def test_down_refuses_connections_and_up_reopens_the_same_port(pw2: Simulator) -> None:
+def test_down_refuses_connections_and_up_reopens_the_same_port(pw2: Simulator, tmp_path: Path) -> None:
     sim = pw2
+    pw = local_client(sim, tmp_path)
+    assert pw.poll("/api/system_status/soe", force=True) is not None
     assert sim.put_state(down=True)["down"] is True
     with pytest.raises(ConnectionRefusedError):
         _connect(sim.port)
+    assert pw.poll("/api/system_status/soe", force=True) is None, "a kept-alive connection must die too"
     sim.put_state(down=False)
     _connect(sim.port).close()
+    assert pw.poll("/api/system_status/soe", force=True) == {"percentage": sim.state()["battery_percentage"]}
     sim.put_state(down_for_s=0.5)
     with pytest.raises(ConnectionRefusedError):
         _connect(sim.port)
