@@ -128,3 +128,40 @@ async def test_tedapi_mode_reads_the_truth_and_counts_its_requests(
         assert_core(await client.read(), truth)
     finally:
         await client.close()
+
+
+async def test_a_ca_bundle_in_the_environment_does_not_break_tedapi(
+    simulator: Callable[..., Simulator], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """requests would verify the self-signed gateway against REQUESTS_CA_BUNDLE; the client must not."""
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_text("")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    monkeypatch.setenv("CURL_CA_BUNDLE", str(bundle))
+    sim = simulator(flavour="pw3", firmware="25.10.1", powerwalls=1)
+    client = GatewayClient(settings_for(sim, "tedapi", tmp_path))
+    try:
+        assert_core(await client.read(), sim.state())
+    finally:
+        await client.close()
+
+
+async def test_a_lifetime_counter_that_reads_zero_or_goes_backwards_is_unknown(
+    simulator: Callable[..., Simulator], tmp_path: Path
+) -> None:
+    sim = simulator(flavour="pw2", firmware="25.10.1", powerwalls=1)
+    client = GatewayClient(settings_for(sim, "local", tmp_path))
+    try:
+        first = await client.read()
+        imported = sim.state()["site_energy_imported_wh"]
+        assert first.site_energy_imported_wh == pytest.approx(imported)
+        sim.put_state(site_energy_imported_wh=imported - 1000, solar_energy_exported_wh=0)
+        backwards = await client.read()
+        assert backwards.site_energy_imported_wh is None
+        assert backwards.solar_energy_exported_wh is None
+        assert backwards.load_energy_imported_wh == pytest.approx(sim.state()["load_energy_imported_wh"])
+        sim.put_state(site_energy_imported_wh=imported + 1000)
+        onwards = await client.read()
+        assert onwards.site_energy_imported_wh == pytest.approx(imported + 1000)
+    finally:
+        await client.close()

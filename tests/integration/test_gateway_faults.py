@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from powerwall_service.config import Settings
-from powerwall_service.gateway.client import AUTH_FAILURE_THRESHOLD, GatewayClient
+from powerwall_service.gateway.client import AUTH_FAILURE_THRESHOLD, MAX_ABANDONED_THREADS, GatewayClient
 from powerwall_service.gateway.errors import (
     PowerwallAuthError,
     PowerwallDataError,
@@ -207,6 +207,7 @@ async def run_fault(sim: Simulator, mode: str, fault: Fault, tmp_path: Path) -> 
         assert isinstance(error, fault.error), f"{type(error).__name__}: {error}"
         assert fault.advice in str(error)
         assert took < 2 * DEADLINE_S
+        assert client.abandoned_threads <= MAX_ABANDONED_THREADS
         assert client.consecutive_failures == 1
         assert client.last_error == str(error)
         assert client.last_success == before
