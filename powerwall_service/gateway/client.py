@@ -46,6 +46,7 @@ from powerwall_service.gateway.reader import (
     ReadResult,
     Slot,
     credentials_mode,
+    password_setting,
 )
 from powerwall_service.gateway.transport import Recorder, recording
 from powerwall_service.health import Component
@@ -164,6 +165,7 @@ class GatewayClient:
             self.full_reconnects += 1
             self._auth_failures = 0
         elif self._auth_failures:
+            # pypowerwall logs in again by itself on the next 401/403 (local mode).
             log.info("Attempting reconnection to recover from auth error")
         if self.abandoned_threads >= MAX_ABANDONED_THREADS:
             raise PowerwallTimeoutError(
@@ -203,7 +205,7 @@ class GatewayClient:
         if self._rate_limit is not None and now < self._rate_limit_until:
             raise self._rate_limit
         if now < self._login_retry_at:
-            setting = "PW_CUSTOMER_PASSWORD" if self.mode == "local" else "PW_GATEWAY_PASSWORD"
+            setting = password_setting(self.mode)
             raise PowerwallAuthError(
                 f"the gateway refused the last login: check {setting}; next login attempt in "
                 f"{self._login_retry_at - now:.0f} s",

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import pypowerwall
 import requests
+from pypowerwall.exceptions import PyPowerwallInvalidConfigurationParameter
 from pypowerwall.local.exceptions import LoginError
 
 from powerwall_service.config import Settings
@@ -123,10 +124,22 @@ class GatewayReader:
             self._forget_pypowerwall_state(instance, slots)
             core = self._read_core(instance, recorder)
             results = {slot: self._read_slot(instance, slot, recorder) for slot in slots}
+        except PowerwallError:
+            raise
         except LoginError as exc:
             raise self._login_error(recorder, exc) from None
         except ConnectionError as exc:
             raise _unreachable(recorder, self._settings.pw_host, str(exc)) from None
+        except PyPowerwallInvalidConfigurationParameter as exc:
+            raise PowerwallError(
+                f"pypowerwall refused the configuration: {exc} (check PW_HOST and DATA_DIR)"
+            ) from None
+        except Exception as exc:
+            # pypowerwall raises from deep inside on answers it does not expect (e.g. level()
+            # re-raises); a poll must still end in a PowerwallError, not stop the poll loop.
+            raise PowerwallDataError(
+                f"pypowerwall could not read the gateway's answer ({type(exc).__name__}: {exc})"
+            ) from exc
         limited = _rate_limit(recorder.exchanges, self._settings)
         return ReadResult(core, results, limited)
 
@@ -173,7 +186,7 @@ class GatewayReader:
             return
         tedapi = client.tedapi
         keep = {"din"}
-        if not slots or not ({Slot.SITE_NAME, Slot.OPERATION} & set(slots)):
+        if not {Slot.SITE_NAME, Slot.OPERATION} & set(slots):
             # config.json (site name, reserve, layout) is read again only with those slots.
             keep.add("config")
         for key in list(tedapi.pwcache):
@@ -423,6 +436,10 @@ def _unreachable(recorder: Recorder, host: str, detail: str | None = None) -> Po
             "PW_REQUEST_TIMEOUT"
         )
     reason = last.error if last is not None and last.error else detail or "no answer"
+    if reason == "SSLError":
+        return PowerwallUnavailableError(
+            f"the TLS handshake with the gateway at {host} failed (SSLError): is PW_HOST the gateway?"
+        )
     return PowerwallUnavailableError(
         f"cannot reach the gateway at {host} ({reason}): check PW_HOST and the network"
     )
