@@ -432,42 +432,46 @@ def _split_battery(total: float, limits: list[tuple[float, float]]) -> list[floa
     return [sign * abs(total) * limit[column] / capacity for limit in limits]
 
 
+def _mpp_voltage(spec: StringSpec, noise: float) -> float:
+    return round(MPP_VOLTAGE_V * spec.weight + 10.0 * noise, 1)
+
+
 def _strings(
     config: HomeConfig, solar_target_w: float, noise: float, pins: dict[str, StringPin]
 ) -> tuple[tuple[str, StringReading], ...]:
-    """String readings whose powers add up to the solar power (up to a pinned string's own value)."""
-    specs = [s for inv in config.inverters for s in inv.strings]
-    fixed: dict[str, float] = {}
+    """String readings whose powers add up to the solar power.
+
+    A disconnected string carries no current; a string with a pinned current keeps it; the solar
+    power left over is shared among the other connected strings by their weight.
+    """
+    specs = [s for inverter in config.inverters for s in inverter.strings]
+    fixed: dict[str, tuple[float, float]] = {}
     for spec in specs:
         pin = pins.get(spec.name, StringPin())
         connected = spec.wired if pin.connected is None else pin.connected
         if not connected:
-            fixed[spec.name] = 0.0
-        elif pin.voltage_v is not None and pin.current_a is not None:
-            fixed[spec.name] = pin.voltage_v * pin.current_a
-    free = [s for s in specs if s.name not in fixed]
-    remaining = max(0.0, solar_target_w - sum(fixed.values()))
-    weight = sum(s.weight for s in free)
+            fixed[spec.name] = (pin.voltage_v or 0.0, 0.0)
+        elif pin.current_a is not None:
+            fixed[spec.name] = (
+                pin.voltage_v if pin.voltage_v is not None else _mpp_voltage(spec, noise),
+                pin.current_a,
+            )
+    remaining = max(0.0, solar_target_w - sum(v * i for v, i in fixed.values()))
+    weight = sum(s.weight for s in specs if s.name not in fixed)
     out = []
     for spec in specs:
         pin = pins.get(spec.name, StringPin())
         connected = spec.wired if pin.connected is None else pin.connected
-        share = 0.0 if spec.name in fixed or weight == 0.0 else remaining * spec.weight / weight
-        if not connected:
-            voltage = 0.0 if pin.voltage_v is None else pin.voltage_v
-            current = 0.0 if pin.current_a is None else pin.current_a
-        elif pin.voltage_v is not None and pin.current_a is not None:
-            voltage, current = pin.voltage_v, pin.current_a
+        if spec.name in fixed:
+            voltage, current = fixed[spec.name]
         else:
-            lit = share > 0.0
+            share = remaining * spec.weight / weight
             voltage = (
                 pin.voltage_v
                 if pin.voltage_v is not None
-                else (round(MPP_VOLTAGE_V * spec.weight + 10.0 * noise, 1) if lit else 0.0)
+                else (_mpp_voltage(spec, noise) if share > 0 else 0.0)
             )
-            current = (
-                pin.current_a if pin.current_a is not None else (share / voltage if voltage > 0 else 0.0)
-            )
+            current = share / voltage if voltage > 0 else 0.0
         state = pin.state or (PV_ACTIVE if connected else PV_DISABLED)
         out.append((spec.name, StringReading(voltage, current, voltage * current, connected, state)))
     return tuple(out)

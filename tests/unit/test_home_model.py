@@ -206,3 +206,34 @@ def test_a_night_on_grid_stops_discharging_at_the_reserve() -> None:
     assert series[-1].battery_percentage == pytest.approx(30.0)
     assert series[-1].battery_power_w == 0.0
     assert series[-1].site_power_w == pytest.approx(series[-1].load_power_w)
+
+
+@settings(max_examples=60, deadline=None)
+@given(homes(), st.data())
+def test_pinned_strings_still_add_up_to_the_solar_power(
+    setup: tuple[HomeConfig, HomeState], data: st.DataObject
+) -> None:
+    config, state = setup
+    names = config.string_names
+    pinned = data.draw(st.lists(st.sampled_from(names), unique=True, max_size=len(names)))
+    pins = tuple(
+        (
+            name,
+            home.StringPin(
+                connected=data.draw(st.sampled_from([None, True, False])),
+                current_a=data.draw(st.one_of(st.none(), st.floats(0.0, 15.0))),
+                voltage_v=data.draw(st.one_of(st.none(), st.floats(1.0, 600.0))),
+            ),
+        )
+        for name in pinned
+    )
+    after = home.step(config, dataclasses.replace(state, pins=Pins(strings=pins)), 30.0, random.Random(6))
+    readings = dict(after.strings)
+    assert sum(r.power_w for r in readings.values()) == pytest.approx(after.solar_power_w, abs=1e-6)
+    for name, reading in readings.items():
+        assert reading.power_w == reading.voltage_v * reading.current_a
+        if not reading.connected:
+            assert reading.power_w == 0.0
+        pin = dict(pins).get(name)
+        if pin is not None and reading.connected and pin.current_a is not None:
+            assert reading.current_a == pin.current_a
