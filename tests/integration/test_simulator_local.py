@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ import pypowerwall
 import pytest
 from pypowerwall.local.exceptions import LoginError
 
+from powerwall_service.simulator.tls import self_signed
 from tests.fixtures.processes import PYTHON, REPO_ROOT, ManagedProcess, free_port
 from tests.fixtures.simulator import ControlError, Simulator, start_simulator
 
@@ -489,3 +491,25 @@ def test_bad_arguments_get_one_line_and_exit_2(args: list[str], message: str) ->
     assert result.returncode == 2
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def _verified_handshake(port: int, ca_pem: str) -> None:
+    """A TLS handshake that checks the certificate against `ca_pem` and the name 127.0.0.1."""
+    context = ssl.create_default_context(cadata=ca_pem)
+    with _connect(port) as raw, context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        assert tls.version() is not None
+
+
+def test_the_made_up_certificate_is_valid_for_127_0_0_1(pw2: Simulator) -> None:
+    pem = ssl.get_server_certificate(("127.0.0.1", pw2.port))
+    _verified_handshake(pw2.port, pem)
+
+
+def test_a_given_certificate_is_served(simulator: Callable[..., Simulator], tmp_path: Path) -> None:
+    cert_pem, key_pem = self_signed("127.0.0.1")
+    (tmp_path / "cert.pem").write_bytes(cert_pem)
+    (tmp_path / "key.pem").write_bytes(key_pem)
+    sim = simulator(cert=tmp_path / "cert.pem", key=tmp_path / "key.pem")
+    served = ssl.get_server_certificate(("127.0.0.1", sim.port))
+    assert ssl.PEM_cert_to_DER_cert(served) == ssl.PEM_cert_to_DER_cert(cert_pem.decode())
+    _verified_handshake(sim.port, cert_pem.decode())
