@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.processes import clean_env
+from tests.fixtures.influx_servers import InfluxServer
+from tests.fixtures.processes import clean_env, free_port
 from tests.fixtures.simulator import Simulator
 
 POWERS = ("site_power_w", "solar_power_w", "battery_power_w", "load_power_w")
@@ -33,7 +34,7 @@ FULL_READ_BOUND = {"local": 11, "tedapi": 12}
 every slower read (local pw3 adds one probe of /api/devices/vitals, which answers 404)."""
 
 
-def run_poll(sim: Simulator, mode: str, tmp_path: Path, *args: str) -> tuple[int, str, str]:
+def run_poll(sim: Simulator, mode: str, tmp_path: Path, *args: str, **extra_env: str) -> tuple[int, str, str]:
     env = clean_env(
         PW_HOST=sim.host,
         DATA_DIR=str(tmp_path / "data"),
@@ -46,6 +47,7 @@ def run_poll(sim: Simulator, mode: str, tmp_path: Path, *args: str) -> tuple[int
         env["PW_CUSTOMER_PASSWORD"] = sim.customer_password
     elif mode == "tedapi":
         env["PW_GATEWAY_PASSWORD"] = sim.gateway_password
+    env.update(extra_env)
     (tmp_path / "none.env").write_text("")
     done = subprocess.run(
         [sys.executable, "-m", "powerwall_service.cli", "poll", *args],
@@ -164,3 +166,37 @@ def test_poll_without_credentials_exits_2(simulator: Callable[..., Simulator], t
     assert out == ""
     assert "PW_CUSTOMER_PASSWORD or PW_GATEWAY_PASSWORD" in err
     assert sum(int(n) for n in sim.requests().values()) == before
+
+
+def test_poll_pushes_the_reading_to_influxdb(
+    simulator: Callable[..., Simulator], influxd: InfluxServer, tmp_path: Path
+) -> None:
+    sim = simulator(flavour="pw2", firmware="25.10.1", powerwalls=1)
+    database = influxd.create_database()
+
+    code, out, err = run_poll(
+        sim, "local", tmp_path, INFLUX_URL=influxd.url, INFLUX_API="v1", INFLUX_DATABASE=database
+    )
+
+    assert code == 0, err
+    printed = json.loads(out)
+    rows = influxd.rows(database, "powerwall")
+    assert len(rows) == 1
+    assert rows[0]["site_power_w"] == pytest.approx(printed["metrics"]["site_power_w"])
+    assert rows[0]["site"] == printed["site"]
+
+
+def test_poll_that_cannot_push_prints_the_reading_and_exits_3(
+    simulator: Callable[..., Simulator], tmp_path: Path
+) -> None:
+    sim = simulator(flavour="pw2", firmware="25.10.1", powerwalls=1)
+    nothing_listens = f"http://127.0.0.1:{free_port()}"
+
+    code, out, err = run_poll(
+        sim, "local", tmp_path, INFLUX_URL=nothing_listens, INFLUX_API="v1", INFLUX_DATABASE="db"
+    )
+
+    assert code == 3
+    assert json.loads(out)["metrics"]["site_power_w"] == pytest.approx(sim.state()["site_power_w"])
+    reason = [line for line in err.splitlines() if "InfluxDB" in line]
+    assert len(reason) == 1
