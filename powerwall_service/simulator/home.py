@@ -528,6 +528,10 @@ def _resolve_flows(
         battery = load - solar
     else:
         site = load - battery - solar
+        if abs(site) < 1e-6:  # the battery covers the house: 0 W, not a float residue like -1e-13
+            site, battery = 0.0, load - solar
+    # Adding 0.0 turns a clamped -0.0 into 0.0 (and changes nothing else), so no reading shows "-0".
+    site, solar, battery, load = site + 0.0, solar + 0.0, battery + 0.0, load + 0.0
     return site, solar, battery, load, strings, _split_battery(battery, limits)
 
 
@@ -594,7 +598,7 @@ def step(config: HomeConfig, state: HomeState, dt: float, rng: random.Random) ->
             (
                 serial,
                 PowerwallReading(
-                    energy, pw.full_pack_wh, share, round(temperature, 2), pw_states.get(serial, PW_STATE)
+                    energy, pw.full_pack_wh, share, temperature, pw_states.get(serial, PW_STATE)
                 ),
             )
         )
