@@ -4,7 +4,7 @@ Reading endpoints answer from what the polling loop already has; only /snapshot/
 reach the gateway, at most once per PW_CACHE_EXPIRE (the gateway locks out clients that hammer it),
 and only with the bearer token when API_TOKEN is set. /health and /health/live read cached state
 only, so they answer at once while the gateway hangs. No response ever carries a secret: /config
-is redacted and errors are worded by this module, not copied from the request.
+is redacted, and every JSON answer, errors included, passes through the same secret mask as the log.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
@@ -33,6 +33,7 @@ from powerwall_service.logging_setup import SecretFilter
 from powerwall_service.metrics_export import CONTENT_TYPE, quantile, render_metrics
 from powerwall_service.reading import Reading
 from powerwall_service.service import PollResult, PowerwallService
+from powerwall_service.sinks.store import StoreError
 
 STORE_ANSWER_TIMEOUT_S = 2.0
 """The longest /status and /metrics wait for the store's numbers before answering without them."""
@@ -146,7 +147,7 @@ def create_app(service: PowerwallService) -> FastAPI:
         """A store answer, or None when the store is busy or broken: status pages must not hang."""
         try:
             return await asyncio.wait_for(call(), STORE_ANSWER_TIMEOUT_S)
-        except Exception:
+        except (TimeoutError, StoreError):
             return None
 
     @app.get("/", summary="Service banner")
@@ -283,7 +284,10 @@ def create_app(service: PowerwallService) -> FastAPI:
     @app.get(
         "/history",
         summary="Stored readings of some metrics over a time range, raw or averaged per step",
-        responses={422: {"description": "Unknown metric, bad range or too many points"}},
+        responses={
+            422: {"description": "Unknown metric, bad range or too many points"},
+            503: {"description": "The local store is not available"},
+        },
     )
     async def history(
         metric: Annotated[
@@ -311,6 +315,8 @@ def create_app(service: PowerwallService) -> FastAPI:
             return await service.store.history(query)
         except HistoryError as exc:
             raise HTTPException(422, str(exc)) from None
+        except StoreError as exc:
+            raise HTTPException(503, f"the local store is not available: {exc}") from None
 
     @app.get("/metrics", summary="Prometheus text: the latest reading and the service's counters")
     async def metrics() -> Response:
@@ -325,7 +331,7 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment is not None else None
 
 
-def _quantiles(samples: Any) -> dict[str, float] | None:
+def _quantiles(samples: Collection[float]) -> dict[str, float] | None:
     if not samples:
         return None
     return {"p50": quantile(samples, 0.5), "p99": quantile(samples, 0.99), "max": max(samples)}

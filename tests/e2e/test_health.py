@@ -14,6 +14,7 @@ import resource
 import signal
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -179,3 +180,25 @@ def test_a_full_store_makes_health_503_naming_the_store_and_polling_goes_on(
     resource.prlimit(pid, resource.RLIMIT_FSIZE, (hard, hard))
     body = serve.wait_for_health(200, timeout=40)
     assert states(body)["store"] == "ok"
+
+
+def test_a_store_that_cannot_be_opened_is_down_and_polling_goes_on(
+    serve_factory: Callable[..., ServeProcess], sim: Simulator, tmp_path: Path
+) -> None:
+    not_a_directory = tmp_path / "a-file"
+    not_a_directory.write_text("")
+    serve = serve_factory(
+        sim.host, PW_CUSTOMER_PASSWORD=sim.customer_password, STORE_PATH=str(not_a_directory / "store.db")
+    )
+    serve.wait_for(lambda: serve.get("/status").json()["successes"] >= 3, what="polling without a store")
+    answer = serve.get("/health")
+    assert answer.status_code == 503
+    body = answer.json()
+    assert states(body)["store"] == "down"
+    assert states(body)["powerwall"] == "ok"
+    assert any(reason.startswith("store is down") for reason in body["reasons"])
+    assert serve.get("/health/live").status_code == 200
+    assert serve.get("/snapshot").status_code == 200
+    history = serve.get("/history", params={"metric": "site_power_w", "since": "2026-01-01T00:00:00Z"})
+    assert history.status_code == 503
+    assert "local store is not available" in history.json()["detail"]
