@@ -47,7 +47,7 @@ def health_report(service: PowerwallService) -> HealthReport:
             continue
         why = view.last_error or view.detail
         if view.state is State.STARTING:
-            why = why or "not tried yet"
+            why = why or "no answer yet"
         reasons.append(f"{name} is {view.state.value}" + (f": {why}" if why else ""))
     age = reading_age_s(service)
     limit = max_reading_age_s(service)
