@@ -78,16 +78,14 @@ class PowerwallService:
         self.health = HealthRegistry()
         self.health.add("powerwall")
         self.health.add("store")
-        self.health.add(
-            "influxdb", enabled=settings.influx_enabled, detail=None if settings.influx_enabled else None
-        )
+        self.health.add("influxdb", enabled=settings.influx_enabled)
         self.health.add("mqtt", enabled=False, detail="MQTT publishing is not enabled")
         self.health.add("wifi", enabled=False, detail="Wi-Fi auto-connect is not enabled")
         self.store = AsyncStore.from_settings(settings, self.health.get("store"))
         self.client = GatewayClient(settings, self.health.get("powerwall"))
-        self.influx = (
-            InfluxWriter(settings, self.store, self.health.get("influxdb")) if settings.influx_enabled else None
-        )
+        self.influx = None
+        if settings.influx_enabled:
+            self.influx = InfluxWriter(settings, self.store, self.health.get("influxdb"))
         self.sinks = list(sinks)
         self.stats = PollStats()
         self.latest: PollResult | None = None
