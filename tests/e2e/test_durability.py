@@ -80,6 +80,8 @@ def test_each_reading_arrives_once_with_the_truths_values_in_influxdb_1x_and_ove
     )
     for serve in (v1, v2):
         serve.wait_for(lambda s=serve: s.get("/status").json()["successes"] >= 4, what="four readings")  # type: ignore[misc]
+    sim.put_state(down=True)
+    for serve in (v1, v2):
         serve.wait_for(lambda s=serve: outbox_empty(s), what="outbox drained")  # type: ignore[misc]
         stop_cleanly(serve)
 
