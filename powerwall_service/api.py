@@ -269,6 +269,7 @@ def create_app(service: PowerwallService) -> FastAPI:
             "poll_duration_seconds": _quantiles(stats.durations_s),
             "poll_start_lag_seconds": _quantiles(stats.start_lag_s),
             "store": outbox.as_dict() if outbox is not None else None,
+            "influxdb": service.influx.status().as_dict() if service.influx is not None else None,
             "set_aside_points": [
                 {
                     "reading_id": point.reading_id,

@@ -83,6 +83,9 @@ def test_each_reading_arrives_once_with_the_truths_values_in_influxdb_1x_and_ove
     sim.put_state(down=True)
     for serve in (v1, v2):
         serve.wait_for(lambda s=serve: outbox_empty(s), what="outbox drained")  # type: ignore[misc]
+        writer = serve.get("/status").json()["influxdb"]
+        assert writer["points_written"] >= 4
+        assert writer["last_error"] is None
         stop_cleanly(serve)
 
     stored_v1 = stored_timestamps_ns(v1.data_dir)
