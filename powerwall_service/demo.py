@@ -1,8 +1,8 @@
 """`powerwall-influx demo`: the whole service on its embedded defaults, nothing to install.
 
-It starts the built-in simulated gateway on a free loopback port and runs `serve` against it
-with the local store, so a user can watch the service work before pointing it at a real
-Powerwall. The rest of the configuration (.env and the environment) applies as usual, so a
+It starts the built-in simulated gateway (a Powerwall 3) on a free loopback port and runs
+`serve` against it in TEDAPI mode, as a Powerwall 3 owner would, with the local store, so a
+user can watch the service work before pointing it at a real Powerwall. The rest of the configuration (.env and the environment) applies as usual, so a
 configured InfluxDB receives the demo's readings too.
 """
 
@@ -19,7 +19,6 @@ from powerwall_service.config import Settings
 from powerwall_service.serve_command import run_serve
 
 GATEWAY_PASSWORD = "SIMGATEWAY"  # noqa: S105 - the simulator's own, not a user's secret
-CUSTOMER_PASSWORD = GATEWAY_PASSWORD[-5:]
 STARTUP_TIMEOUT_S = 30.0
 
 
@@ -45,8 +44,8 @@ def run_demo(settings: Settings, api_port: int) -> int:
         demo_settings = dataclasses.replace(
             settings,
             pw_host=f"127.0.0.1:{port}",
-            pw_customer_password=CUSTOMER_PASSWORD,
-            pw_gateway_password=None,
+            pw_customer_password=None,
+            pw_gateway_password=GATEWAY_PASSWORD,
             api_port=api_port,
         )
         print(

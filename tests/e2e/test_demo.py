@@ -31,7 +31,11 @@ def test_demo_serves_readings_from_the_built_in_gateway_and_stops_with_it(
 
     demo.wait_until(has_reading, timeout=60)
     reading = httpx.get(f"{base}/snapshot").json()["reading"]
-    assert {"battery_percentage", "site_power_w", "load_power_w"} <= reading["fields"].keys()
+    assert {"battery_percentage", "site_power_w", "load_power_w", "string_f_voltage_v"} <= reading[
+        "fields"
+    ].keys()
+    assert reading["site"] == "Simulated Home"
+    assert reading["units"], "each Powerwall's own values"
     assert httpx.get(f"{base}/health").status_code == 200
     assert (tmp_path / "data" / "store.db").exists()
     found = re.search(r"simulated gateway on https://127\.0\.0\.1:(\d+)", demo.log())
