@@ -2,8 +2,9 @@
 
 It starts the built-in simulated gateway (a Powerwall 3) on a free loopback port and runs
 `serve` against it in TEDAPI mode, as a Powerwall 3 owner would, with the local store, so a
-user can watch the service work before pointing it at a real Powerwall. The rest of the configuration (.env and the environment) applies as usual, so a
-configured InfluxDB receives the demo's readings too.
+user can watch the service work before pointing it at a real Powerwall. The rest of the
+configuration (.env and the environment) applies as usual, so a configured InfluxDB receives
+the demo's readings too.
 """
 
 from __future__ import annotations
