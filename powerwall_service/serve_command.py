@@ -22,6 +22,7 @@ from powerwall_service.config import (
     ConfigError,
     Settings,
     check_api_exposure,
+    check_gateway_credentials,
     format_value,
     key_specs,
     load_settings,
@@ -38,6 +39,7 @@ def run_serve(settings: Settings, host: str | None, port: int | None, reload: bo
     listen_host = host if host is not None else settings.api_host
     listen_port = port if port is not None else settings.api_port
     try:
+        check_gateway_credentials(settings)
         check_api_exposure(settings, listen_host)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)

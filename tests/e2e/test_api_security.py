@@ -51,6 +51,19 @@ def test_api_beyond_loopback_without_token_refuses_to_start(
     assert "API_TOKEN" in lines[0]
 
 
+def test_serve_without_a_gateway_password_refuses_to_start_naming_both_keys(
+    process_factory: Callable[..., ManagedProcess], tmp_path: Path
+) -> None:
+    process = process_factory(
+        "serve", SERVE, env=serve_env("127.0.0.1:9", tmp_path, free_port()), cwd=tmp_path
+    )
+    assert exit_of(process) == 2
+    lines = process.log().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "PW_CUSTOMER_PASSWORD" in lines[0]
+    assert "PW_GATEWAY_PASSWORD" in lines[0]
+
+
 @pytest.fixture(scope="module")
 def guarded(
     module_processes: Callable[..., ManagedProcess], tmp_path_factory: pytest.TempPathFactory
