@@ -75,6 +75,9 @@ def _http_url(value: str | None) -> str | None:
 def _gateway_host(value: str) -> str | None:
     if "://" in value or "/" in value or any(ch.isspace() for ch in value):
         return "must be a host name or address, optionally with :port (no scheme, no path)"
+    host, sep, port = value.rpartition(":")
+    if sep and host and ":" not in host and not (port.isdigit() and 1 <= int(port) <= 65535):
+        return "the port after ':' must be a number from 1 to 65535"
     return None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import ssl
 import sys
 
 from powerwall_service.simulator.server import GatewayServer
@@ -18,7 +19,12 @@ def run_simulator(args: argparse.Namespace) -> int:
         print(f"simulate: {problem}", file=sys.stderr)
         return 2
     try:
-        return asyncio.run(_serve(args))
+        context = server_context(args.host, args.cert, args.key)
+    except (OSError, ssl.SSLError) as exc:
+        print(f"simulate: cannot use --cert/--key: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(_serve(args, context))
     except OSError as exc:
         print(f"simulate: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
@@ -49,7 +55,7 @@ def _check(args: argparse.Namespace) -> str | None:
     return None
 
 
-async def _serve(args: argparse.Namespace) -> int:
+async def _serve(args: argparse.Namespace, context: ssl.SSLContext) -> int:
     sim = Simulation.create(
         flavour=args.flavour,
         powerwalls=args.powerwalls,
@@ -60,7 +66,6 @@ async def _serve(args: argparse.Namespace) -> int:
         customer_password=args.customer_password or args.gateway_password[-5:],
         gateway_password=args.gateway_password,
     )
-    context = server_context(args.host, args.cert, args.key)
     gateway = GatewayServer(sim, args.host, args.port, args.control_port, context, args.control_token or "")
     await gateway.start()
     stop = asyncio.Event()

@@ -477,6 +477,7 @@ def test_the_simulator_says_where_it_listens_and_stops_cleanly(
         (["--firmware", "latest"], "firmware must look like 25.10.1"),
         (["--powerwalls", "0"], "--powerwalls must be between 1 and 12"),
         (["--cert", "/nonexistent.pem"], "--cert and --key go together"),
+        (["--cert", "/nonexistent.pem", "--key", "/nonexistent.pem"], "cannot use --cert/--key"),
     ],
 )
 def test_bad_arguments_get_one_line_and_exit_2(args: list[str], message: str) -> None:

@@ -127,6 +127,8 @@ BAD_VALUES: list[tuple[str, str]] = [
     ("PW_TIMEZONE", "Mars/Olympus_Mons"),
     ("PW_HOST", "https://192.168.91.1"),
     ("PW_HOST", "192.168.91.1/api"),
+    ("PW_HOST", "192.168.91.1:70000"),
+    ("PW_HOST", "192.168.91.1:https"),
     ("MQTT_TOPIC_PREFIX", "homeassistant/#"),
     ("MQTT_HEALTH_TOPIC_PREFIX", "a/+/b"),
     ("MQTT_METRICS", "battery_percentage,no_such_metric"),
