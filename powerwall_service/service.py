@@ -79,8 +79,10 @@ class PowerwallService:
         self.health.add("powerwall")
         self.health.add("store")
         self.health.add("influxdb", enabled=settings.influx_enabled)
-        self.health.add("mqtt", enabled=False, detail="MQTT publishing is not enabled")
-        self.health.add("wifi", enabled=False, detail="Wi-Fi auto-connect is not enabled")
+        self.health.add("mqtt", enabled=False, detail=_not_built("MQTT publishing", settings.mqtt_enabled))
+        self.health.add(
+            "wifi", enabled=False, detail=_not_built("Wi-Fi auto-connect", settings.pw_connect_wifi)
+        )
         self.store = AsyncStore.from_settings(settings, self.health.get("store"))
         self.client = GatewayClient(settings, self.health.get("powerwall"))
         self.influx = None
@@ -204,3 +206,11 @@ class PowerwallService:
         order = [State.OK, State.STARTING, State.DEGRADED, State.DOWN]
         states = [v.state for v in self.health.views().values() if v.state is not State.DISABLED]
         return max(states, key=order.index, default=State.OK)
+
+
+def _not_built(feature: str, asked_for: bool) -> str:
+    """The honest detail of a component this version does not run yet."""
+    if asked_for:
+        log.warning("%s is configured but not available in this version; it stays off", feature)
+        return f"{feature} is configured but not available in this version"
+    return f"{feature} is not enabled"
