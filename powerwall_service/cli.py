@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="API port (default: API_PORT)")
     serve.add_argument("--reload", action="store_true", help="restart when the code changes (development)")
 
+    strings = commands.add_parser("strings", help="read the gateway once and print the PV strings")
+    _add_env_file(strings)
+
     check = commands.add_parser("check-config", help="print the effective configuration, secrets redacted")
     _add_env_file(check)
 
@@ -92,6 +95,10 @@ def _run_configured(args: argparse.Namespace) -> int:
         return run_poll(
             settings, pretty=args.pretty, push=not args.no_push, include_snapshot=args.include_snapshot
         )
+    if args.command == "strings":
+        from powerwall_service.string_status import run_strings
+
+        return run_strings(settings)
     if args.command == "serve":
         from powerwall_service.serve_command import run_serve
 

@@ -26,6 +26,14 @@ from powerwall_service.snapshot import Snapshot
 
 
 def run_poll(settings: Settings, *, pretty: bool, push: bool, include_snapshot: bool) -> int:
+    problem = prepare_one_shot(settings)
+    if problem is not None:
+        return problem
+    return asyncio.run(_poll(settings, pretty=pretty, push=push, include_snapshot=include_snapshot))
+
+
+def prepare_one_shot(settings: Settings) -> int | None:
+    """Checks and logging for a command that reads the gateway once; an exit code if it cannot."""
     try:
         check_gateway_credentials(settings)
     except ConfigError as exc:
@@ -33,26 +41,32 @@ def run_poll(settings: Settings, *, pretty: bool, push: bool, include_snapshot: 
         return 2
     configure_logging(settings)
     if settings.pw_log_level != "DEBUG":
-        # One poll, one answer: the reason line below says what failed; pypowerwall's own
+        # One read, one answer: the command's reason line says what failed; pypowerwall's own
         # account of it (several ERROR lines per failure) is for PW_LOG_LEVEL=DEBUG.
         logging.getLogger().setLevel(logging.CRITICAL)
-    return asyncio.run(_poll(settings, pretty=pretty, push=push, include_snapshot=include_snapshot))
+    return None
+
+
+async def read_once(settings: Settings) -> tuple[Snapshot, int | None]:
+    """One read with a client of its own; the snapshot and the requests it took."""
+    client = GatewayClient(settings)
+    try:
+        return await client.read(), client.last_poll_requests
+    finally:
+        await client.close()
 
 
 async def _poll(settings: Settings, *, pretty: bool, push: bool, include_snapshot: bool) -> int:
-    client = GatewayClient(settings)
     try:
-        snapshot = await client.read()
+        snapshot, requests = await read_once(settings)
     except PowerwallError as exc:
         print(f"cannot read the gateway: {exc}", file=sys.stderr)
         return 1
-    finally:
-        await client.close()
     reading = reading_from_snapshot(snapshot, site_for(snapshot, settings))
     code = 0
     if push and settings.influx_url:
         code = await _push(settings, reading)
-    print(_output(reading, snapshot if include_snapshot else None, client.last_poll_requests, pretty))
+    print(_output(reading, snapshot if include_snapshot else None, requests, pretty))
     return code
 
 
