@@ -108,7 +108,7 @@ class PowerwallService:
             self._tasks.append(asyncio.create_task(self.influx.run(), name="influx-writer"))
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        for task in [*self._tasks, *self._sink_tasks]:
             task.cancel()
         await asyncio.gather(*self._tasks, *self._sink_tasks, return_exceptions=True)
         self._tasks.clear()
