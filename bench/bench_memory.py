@@ -1,6 +1,6 @@
 """Benchmark of `serve`'s memory over many polls: does it grow while it runs for months?
 
-    .venv/bin/python bench/bench_memory.py [--seconds S] [--interval I]
+    .venv/bin/python -m bench.bench_memory [--seconds S] [--interval I] [--warmup N]
 
 Runs the simulated gateway and `serve` (local store only) as real processes, polling every
 `--interval` seconds (default 0.05: a month of 5-second polls is about 520,000 polls; this
@@ -13,8 +13,6 @@ prints the growth as a ratio and per 1,000 polls.
 from __future__ import annotations
 
 import argparse
-import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,14 +21,7 @@ from pathlib import Path
 
 import httpx
 
-PASSWORD = "SIMGATEWAY"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from bench.simulated_gateway import CUSTOMER_PASSWORD, clean_env, free_port, simulated_gateway
 
 
 def rss_kib(pid: int) -> int:
@@ -40,20 +31,20 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-def wait_for(url: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, verify=False, timeout=1).status_code < 500:  # noqa: S501
-                return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer")
-
-
 def polls(api: str) -> int:
     count: int = httpx.get(f"{api}/status", timeout=5).json()["polls"]
     return count
+
+
+def wait_until_live(api: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{api}/health/live", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError(f"serve at {api} did not start")
 
 
 def main() -> None:
@@ -62,30 +53,12 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=0.05)
     parser.add_argument("--warmup", type=int, default=2000, help="polls before the baseline")
     args = parser.parse_args()
-    env = {k: v for k, v in os.environ.items() if k not in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")}
-    port, control_port, api_port = free_port(), free_port(), free_port()
-    with tempfile.TemporaryDirectory() as data:
-        simulator = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "powerwall_service.cli",
-                "simulate",
-                "--port",
-                str(port),
-                "--control-port",
-                str(control_port),
-                "--flavour",
-                "pw2",
-                "--firmware",
-                "23.28.2",
-            ],
-            stdout=subprocess.DEVNULL,
-            env=env,
-        )
-        env |= {
-            "PW_HOST": f"127.0.0.1:{port}",
-            "PW_CUSTOMER_PASSWORD": PASSWORD[-5:],
+    api_port = free_port()
+    api = f"http://127.0.0.1:{api_port}"
+    with simulated_gateway() as gateway, tempfile.TemporaryDirectory() as data:
+        env = clean_env() | {
+            "PW_HOST": gateway.host,
+            "PW_CUSTOMER_PASSWORD": CUSTOMER_PASSWORD,
             "DATA_DIR": data,
             "PW_POLL_INTERVAL": str(args.interval),
             "API_PORT": str(api_port),
@@ -99,11 +72,8 @@ def main() -> None:
             env=env,
             cwd=data,
         )
-        api = f"http://127.0.0.1:{api_port}"
         try:
-            wait_for(f"https://127.0.0.1:{control_port}/_sim/state")
-            httpx.put(f"https://127.0.0.1:{control_port}/_sim/state", json={"frozen": True}, verify=False)  # noqa: S501
-            wait_for(f"{api}/health/live")
+            wait_until_live(api)
             while polls(api) < args.warmup:
                 time.sleep(0.5)
             base_polls, base_rss = polls(api), rss_kib(serve.pid)
@@ -111,9 +81,7 @@ def main() -> None:
             end_polls, end_rss = polls(api), rss_kib(serve.pid)
         finally:
             serve.terminate()
-            simulator.terminate()
             serve.wait(timeout=20)
-            simulator.wait(timeout=20)
     done = end_polls - base_polls
     print(f"serve, pw2 local mode, one poll every {args.interval} s, local store only")
     print(f"after warm-up ({base_polls} polls): {base_rss / 1024:.1f} MiB resident (baseline)")
