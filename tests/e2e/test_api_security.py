@@ -19,6 +19,16 @@ from tests.fixtures.simulator import Simulator, start_simulator
 
 SERVE = [PYTHON, "-m", "powerwall_service.cli", "serve"]
 TOKEN = "tok-Zq8v1Lr4Wc0x"
+READ_ONLY_PAGES = (
+    "/",
+    "/health",
+    "/health/live",
+    "/config",
+    "/snapshot",
+    "/status",
+    "/metrics",
+    "/openapi.json",
+)
 STOP_WITHIN_S = 5.0
 
 
@@ -105,16 +115,7 @@ def test_gateway_reads_need_the_token(
 def test_the_right_token_reads_the_gateway_and_read_only_pages_need_none(guarded: ServeProcess) -> None:
     assert guarded.get("/snapshot/live").status_code == 200
     assert guarded.post("/poll", json={"push_to_influx": False}).status_code == 200
-    for path in (
-        "/",
-        "/health",
-        "/health/live",
-        "/config",
-        "/snapshot",
-        "/status",
-        "/metrics",
-        "/openapi.json",
-    ):
+    for path in READ_ONLY_PAGES:
         assert guarded.get(path, auth=False).status_code == 200, path
     assert guarded.get("/config", auth=False).json()["API_TOKEN"] == "***"
     assert guarded.get("/config", auth=False).json()["API_HOST"] == "0.0.0.0"
@@ -166,19 +167,7 @@ def test_no_secret_in_any_log_line_response_or_error_at_debug(
     )
     every_secret = [*secrets.values(), sim.customer_password, sim.gateway_password]
     serve.wait_for(lambda: serve.get("/snapshot").status_code == 200, what="first reading")
-    answers = [
-        serve.get(path)
-        for path in (
-            "/",
-            "/health",
-            "/health/live",
-            "/config",
-            "/snapshot",
-            "/status",
-            "/metrics",
-            "/openapi.json",
-        )
-    ]
+    answers = [serve.get(path) for path in READ_ONLY_PAGES]
     answers += [
         serve.get("/snapshot/live"),
         serve.post("/poll", json={"push_to_influx": True}),

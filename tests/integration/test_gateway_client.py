@@ -17,30 +17,21 @@ import pytest
 from powerwall_service.config import Settings
 from powerwall_service.gateway.client import LOCAL_REQUEST_BOUND, GatewayClient
 from powerwall_service.snapshot import Snapshot
-from tests.fixtures.simulator import Simulator
+from tests.fixtures.simulator import Simulator, gateway_settings
 
 STEADY_POLLS = 6
 
-
-@pytest.fixture(autouse=True)
-def no_ca_bundle(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
-    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+pytestmark = pytest.mark.usefixtures("no_ca_bundle")
 
 
 def settings_for(sim: Simulator, mode: str, data_dir: Path) -> Settings:
-    credentials: dict[str, Any] = (
-        {"pw_customer_password": sim.customer_password}
-        if mode == "local"
-        else {"pw_gateway_password": sim.gateway_password}
-    )
-    return Settings(
-        pw_host=sim.host,
-        data_dir=data_dir,
+    return gateway_settings(
+        sim,
+        mode,
+        data_dir,
         pw_request_timeout=5.0,
         pw_poll_interval=1.0,
         pw_cache_expire=0.5,
-        **credentials,
     )
 
 

@@ -34,7 +34,7 @@ from powerwall_service.gateway.errors import (
 from powerwall_service.health import Component, State
 from powerwall_service.snapshot import Snapshot
 from tests.fixtures.processes import ManagedProcess, clean_env
-from tests.fixtures.simulator import Simulator, start_simulator
+from tests.fixtures.simulator import Simulator, gateway_settings, start_simulator
 
 DEADLINE_S = 2.0
 INTERVAL_S = 0.5
@@ -42,15 +42,11 @@ COOLDOWN_S = 1.5
 AGGREGATES = "/api/meters/aggregates"
 TEDAPI = "/tedapi/v1"
 
+pytestmark = pytest.mark.usefixtures("no_ca_bundle")
+
 
 FLAVOUR = {"local": "pw2", "tedapi": "pw3"}
 BOTH_MODES = [("local", "local"), ("tedapi", "tedapi")]
-
-
-@pytest.fixture(autouse=True)
-def no_ca_bundle(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
-    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
 
 
 @pytest.fixture(scope="module")
@@ -89,20 +85,15 @@ def gateway(shared: dict[str, Simulator], request: pytest.FixtureRequest) -> Sim
 
 
 def settings_for(sim: Simulator, mode: str, data_dir: Path) -> Settings:
-    credentials: dict[str, Any] = (
-        {"pw_customer_password": sim.customer_password}
-        if mode == "local"
-        else {"pw_gateway_password": sim.gateway_password}
-    )
-    return Settings(
-        pw_host=sim.host,
-        data_dir=data_dir,
+    return gateway_settings(
+        sim,
+        mode,
+        data_dir,
         pw_request_timeout=DEADLINE_S,
         pw_poll_interval=INTERVAL_S,
         pw_cache_expire=INTERVAL_S / 2,
         pw_rate_limit_cooldown=COOLDOWN_S,
         pw_auth_backoff_max=INTERVAL_S,
-        **credentials,
     )
 
 

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from powerwall_service.config import parse_settings
 from powerwall_service.reading import Reading
 from powerwall_service.service import PowerwallService
-from tests.fixtures.simulator import Simulator
+from tests.fixtures.simulator import Simulator, gateway_settings
 
 
 class RecordingSink:
@@ -43,18 +42,11 @@ class StuckSink:
 
 
 async def test_every_sink_gets_each_stored_reading_and_a_stuck_one_delays_nothing(
-    simulator: Callable[..., Simulator], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    simulator: Callable[..., Simulator], tmp_path: Path, no_ca_bundle: None
 ) -> None:
-    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
-        monkeypatch.delenv(name, raising=False)
     sim = simulator(flavour="pw2", firmware="23.28.2")
-    settings = parse_settings(
-        {
-            "PW_HOST": sim.host,
-            "PW_CUSTOMER_PASSWORD": sim.customer_password,
-            "DATA_DIR": str(tmp_path),
-            "PW_POLL_INTERVAL": "1",
-        }
+    settings = gateway_settings(
+        sim, "local", tmp_path, pw_poll_interval=1.0, store_path=tmp_path / "store.db"
     )
     recording, stuck = RecordingSink(), StuckSink()
     service = PowerwallService(settings, sinks=[stuck, recording])

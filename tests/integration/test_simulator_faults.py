@@ -137,13 +137,6 @@ def gateway(shared_gateway: Simulator) -> Iterator[Simulator]:
     shared_gateway.clear_faults()
 
 
-@pytest.fixture
-def no_ca_bundle(monkeypatch: pytest.MonkeyPatch) -> None:
-    """pypowerwall's TEDAPI trusts a self-signed gateway only without these (reference §3.10)."""
-    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
-    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
-
-
 def local_client(sim: Simulator, tmp_path: Path) -> Any:
     return pypowerwall.Powerwall(
         host=f"127.0.0.1:{sim.port}",

@@ -38,13 +38,6 @@ TEDAPI_ROWS = {
 }
 
 
-@pytest.fixture
-def no_ca_bundle(monkeypatch: pytest.MonkeyPatch) -> None:
-    """pypowerwall's TEDAPI trusts a self-signed gateway only without these (reference §3.10)."""
-    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
-    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
-
-
 FIRMWARE = {"pw2": "25.10.1", "pw3": "25.42.2"}
 ENERGY_COUNTERS = (
     ("site_energy_imported_wh", "site", "imported"),
